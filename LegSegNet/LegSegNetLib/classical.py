@@ -21,6 +21,7 @@ MUSCLE_HU = (-29, 150)
 MIN_LIMB_AREA_MM2 = 1000       # smaller pieces are tubing, cables, noise
 MIN_LIMB_THICKNESS_MM = 12     # area / width: a table plate is a few mm, a limb several cm
 MIN_BONE_AREA_MM2 = 20
+CORTEX_CLOSING_MM = 2.0       # bridges gaps in thin epiphyseal cortex before the marrow is filled
 FASCIA_OPENING_MM = 2.5        # removes skin and thin septa in the fat, keeps muscle bulk
 MIN_MUSCLE_AREA_MM2 = 150      # drops superficial vessels
 FASCIA_CLOSING_MM = 6.0        # bridges intermuscular fat between muscle groups
@@ -92,7 +93,7 @@ def body_mask(smooth, px):
 
 def bone_mask(smooth, body, px):
     cortex = remove_small(body & (smooth > CORTEX_HU), MIN_BONE_AREA_MM2 / (px * px))
-    cortex = ndimage.binary_closing(cortex, disk(1), border_value=0)
+    cortex = ndimage.binary_closing(cortex, disk(CORTEX_CLOSING_MM / px), border_value=0)
     return ndimage.binary_fill_holes(cortex, IN_PLANE) & body
 
 

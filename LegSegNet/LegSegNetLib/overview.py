@@ -42,7 +42,8 @@ def write_overview(path, hu, labels, spacing, title=""):
     axes[-1].set_title(f"coronal row {row}")
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])
-        ax.set_xlabel("R                L", fontsize=8)
+        ax.text(0.01, 0.01, "R", transform=ax.transAxes, color="white", fontsize=9)
+        ax.text(0.99, 0.01, "L", transform=ax.transAxes, color="white", fontsize=9, ha="right")
     fig.legend(handles=[Patch(color=t.color_float, label=f"{t.short}: {t.name}") for t in TISSUES],
                loc="lower center", ncol=len(TISSUES), frameon=False)
     fig.suptitle(title, fontsize=10)

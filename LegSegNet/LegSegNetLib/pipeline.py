@@ -100,12 +100,18 @@ def write_results(ct, view, hu, labels, outdir, report, timings, overwrite, with
             write_labels(native, ct.image, tmp / "labels.nii.gz")
             write_seg_nrrd(native, ct.image, tmp / "segmentation.seg.nrrd")
         stats.write(tmp)
-        write_overview(tmp / "overview.png", hu, labels, view.spacing, title=os.path.basename(ct.source))
+        write_overview(tmp / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source))
         timings["write_s"] = time.perf_counter() - t
         full = {"input": os.path.abspath(ct.source), "input_geometry": ct.geometry(),
                 "legsegnet_version": __version__, "versions": _versions(), **report, "timings": timings}
         (tmp / "report.json").write_text(json.dumps(full, indent=2, default=str))
     return stats
+
+
+def _case_title(source):
+    """'case/dicom' rather than a bare 'dicom' for series folders."""
+    parts = Path(os.path.abspath(source)).parts
+    return "/".join(parts[-2:]) if Path(source).is_dir() else parts[-1]
 
 
 def _versions():

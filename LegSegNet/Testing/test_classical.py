@@ -1,0 +1,61 @@
+"""Classical engine accuracy on phantoms (exact truth) and plausibility on real CT."""
+import numpy as np
+import pytest
+
+from LegSegNetLib.classical import ClassicalEngine
+from LegSegNetLib.phantom import make_phantom
+from LegSegNetLib.tissues import BY_SHORT, TISSUES
+from LegSegNetLib.volumes import AxialView, read_ct
+
+from conftest import REAL_CASES, array, dice, real_case
+
+
+def segment_phantom(phantom):
+    view = AxialView.of(phantom.ct)
+    labels = ClassicalEngine().segment(view.to_canonical(array(phantom.ct)), view.spacing)
+    return view.from_canonical(labels)
+
+
+@pytest.mark.parametrize("seed,touching,noise", [(1, False, 15), (2, True, 15), (3, False, 25), (4, True, 10)])
+def test_dice_on_phantoms(seed, touching, noise):
+    phantom = make_phantom(seed=seed, touching=touching, noise=noise)
+    labels, truth = segment_phantom(phantom), array(phantom.truth)
+    scores = {t.short: dice(labels == t.label, truth == t.label) for t in TISSUES}
+    assert np.mean(list(scores.values())) >= 0.90, scores
+    assert scores["IMAT"] >= 0.75, scores
+
+
+def test_table_and_air_stay_unlabelled(phantom):
+    labels, truth = segment_phantom(phantom), array(phantom.truth)
+    outside = array(phantom.sides) == 0          # air, CT table
+    assert labels[outside].sum() == 0 or (labels[outside] > 0).mean() < 1e-3
+    assert (truth[labels == 0] == 0).mean() > 0.99
+
+
+def test_cancel_stops_between_slabs(phantom):
+    from LegSegNetLib.errors import Cancelled
+    view = AxialView.of(phantom.ct)
+    calls = []
+    with pytest.raises(Cancelled):
+        ClassicalEngine().segment(view.to_canonical(array(phantom.ct)), view.spacing,
+                                  progress=lambda done, total: calls.append(done), cancel=lambda: len(calls) >= 1)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("case", REAL_CASES)
+def test_real_ct_is_plausible(case):
+    """No masks exist for these scans: check what any reader would (tissue HU, proportions, no table)."""
+    ct = read_ct(real_case(case))
+    view = AxialView.of(ct.image)
+    hu = view.to_canonical(ct.array)
+    labels = ClassicalEngine().segment(hu, view.spacing)
+    volume = {t.short: (labels == t.label).sum() for t in TISSUES}
+    mean = {t.short: float(hu[labels == t.label].mean()) for t in TISSUES}
+    assert volume["SM"] == max(volume.values())            # limbs are mostly muscle
+    assert volume["SAT"] > volume["IMAT"] > 0 and volume["Bone"] > 0
+    assert 20 < mean["SM"] < 70 and -120 < mean["SAT"] < -60 and mean["Bone"] > 200
+    # every labelled voxel lies inside the air-bounded limb outline, never on the table below it
+    body = hu > -500
+    assert body[labels > 0].all()
+    if case == "STS_049":                                   # table arc under the calves: rows 160+
+        assert (labels[:, 160:, :] == 0).all()
