@@ -22,9 +22,21 @@ def _progress_bar(desc):
     return bar, update
 
 
+class _ProgressLines:
+    """Machine-readable progress for a parent process (the Slicer module): `PROGRESS done total` lines."""
+    def __call__(self, done, total):
+        print(f"PROGRESS {done} {total}", flush=True)
+
+    def close(self):
+        pass
+
+
 def cmd_segment(args):
     from .pipeline import segment_case
-    bar, update = _progress_bar("segmenting")
+    if getattr(args, "progress_lines", False):
+        bar = update = _ProgressLines()
+    else:
+        bar, update = _progress_bar("segmenting")
     try:
         report = segment_case(args.input, args.output, engine=args.engine, slices=args.slices,
                               overwrite=args.overwrite, progress=update)
@@ -100,6 +112,8 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--slices", help="A:B axial slice range, inferior first, B exclusive")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--progress-lines", action="store_true",
+                   help="print 'PROGRESS done total' lines on stdout instead of a progress bar")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("stats", help="recompute the tables for a (corrected) segmentation")
