@@ -1,4 +1,5 @@
 """CT and segmentation I/O on the input's own grid, and the axial (canonical) view engines work in."""
+import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ class CtVolume:
     image: sitk.Image
     source: str
     notes: list = field(default_factory=list)
+    files: list = field(default_factory=list)   # the files the image was read from (for input_fingerprint)
 
     @property
     def array(self):
@@ -38,32 +40,74 @@ def is_image_file(path):
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
-def read_ct(path):
-    """Read a CT volume from an image file or a DICOM series folder, validate it and return a CtVolume."""
+def read_ct(path, series_uid=None):
+    """Read a CT volume from an image file or a DICOM series folder (the largest series, or the one with
+    series_uid), validate it and return a CtVolume."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
     notes = []
     try:
         if os.path.isdir(path):
-            image = _read_dicom_folder(path, notes)
+            image, files = _read_dicom_folder(path, notes, series_uid)
         else:
-            image = sitk.ReadImage(path)
+            image, files = sitk.ReadImage(path), _image_files(path)
     except InputError:
         raise
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise InputError(f"{path}: cannot be read as an image ({first[-1] if first else 'unknown error'})") from None
     validate_ct(image, path)
-    return CtVolume(image, path, notes)
+    return CtVolume(image, path, notes, files)
 
 
-def _read_dicom_folder(path, notes):
+def list_dicom_series(path):
+    """{SeriesInstanceUID: file names in slice order} for every DICOM series in a folder and its subfolders."""
     reader = sitk.ImageSeriesReader()
     series = {}
     for root, _dirs, _files in os.walk(path):
         for uid in reader.GetGDCMSeriesIDs(root) or ():
             series.setdefault(uid, list(reader.GetGDCMSeriesFileNames(root, uid)))
+    return series
+
+
+def _image_files(path):
+    """An image file plus, for detached headers (.mhd, .nhdr), the data files beside it with the same stem."""
+    if not path.lower().endswith((".mhd", ".nhdr")):
+        return [path]
+    folder, stem = os.path.split(os.path.splitext(path)[0])
+    return [path] + sorted(os.path.join(folder or ".", name) for name in os.listdir(folder or ".")
+                           if name.startswith(stem + ".") and not is_image_file(name))
+
+
+def input_fingerprint(path, series_uid=None):
+    """sha256 of the input's bytes (every file it is read from), without reading it as an image."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        series = list_dicom_series(path)
+        files = series.get(series_uid, []) if series_uid else max(series.values(), key=len, default=[])
+    else:
+        files = _image_files(path)
+    return fingerprint_files(files)
+
+
+def fingerprint_files(files):
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(os.path.basename(name).encode() + b"\0")
+        with open(name, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def _read_dicom_folder(path, notes, series_uid=None):
+    reader = sitk.ImageSeriesReader()
+    series = list_dicom_series(path)
+    if series_uid is not None:   # one named series (cohort runs: each series is its own case)
+        if series_uid not in series:
+            raise InputError(f"{path}: the requested DICOM series is not in this folder")
+        series = {series_uid: series[series_uid]}
     if not series:
         raise InputError(f"{path}: folder holds no DICOM series")
     uid, files = max(series.items(), key=lambda item: len(item[1]))
@@ -77,7 +121,7 @@ def _read_dicom_folder(path, notes):
     modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
     if modality and modality != "CT":
         raise InputError(f"{path}: DICOM modality is {modality}, not CT")
-    return image
+    return image, files
 
 
 def validate_ct(image, name="input"):
@@ -87,8 +131,9 @@ def validate_ct(image, name="input"):
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar CT volume is needed")
     size = image.GetSize()
-    if min(size) == 0 or min(size[:2]) < 16:
-        raise InputError(f"{name}: size {size} is too small for an axial CT volume")
+    view = AxialView.of(image)
+    if min(size) == 0 or min(size[2 - view.perm[axis]] for axis in (1, 2)) < 16:
+        raise InputError(f"{name}: size {size} is too small for axial CT slices")
     array = sitk.GetArrayViewFromImage(image)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise InputError(f"{name}: holds NaN or infinite values")

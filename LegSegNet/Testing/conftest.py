@@ -56,3 +56,33 @@ def segmented(tmp_path_factory, phantom_file):
     out = tmp_path_factory.mktemp("segmented") / "out"
     assert run_cli("segment", phantom_file, "-o", out, "--engine", "threshold") == 0
     return out
+
+
+def write_dicom_series(image, folder, modality="CT", patient_name="Test^Patient", series_uid=None):
+    """Write a 3D int16 HU image as a DICOM series (one file per slice), as a scanner would."""
+    import time as _time
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    image = sitk.Cast(image, sitk.sitkInt16)
+    stamp = f"{_time.time_ns() % 10**12}"
+    series_uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{stamp}.1"
+    direction = image.GetDirection()
+    tags = {
+        "0008|0060": modality, "0010|0010": patient_name, "0010|0020": "ID12345", "0010|0030": "19500101",
+        "0020|000d": f"1.2.826.0.1.3680043.2.1125.{stamp}.0", "0020|000e": series_uid,
+        "0020|0037": "\\".join(f"{v:.6f}" for v in direction[0:7:3] + direction[1:8:3]),
+        "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
+    }
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for k in range(image.GetDepth()):
+        piece = image[:, :, k]
+        for tag, value in tags.items():
+            piece.SetMetaData(tag, value)
+        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
+        piece.SetMetaData("0020|0013", str(k + 1))
+        piece.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.6f}")
+        piece.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
+        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+        writer.Execute(piece)
+    return folder
