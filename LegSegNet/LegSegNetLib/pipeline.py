@@ -1,4 +1,5 @@
 """The per-case work shared by the CLI, the Slicer module and cohort runs."""
+import hashlib
 import json
 import os
 import platform
@@ -16,7 +17,7 @@ from .errors import InputError
 from .overview import write_overview
 from .sides import split_legs
 from .statistics import compute_statistics
-from .volumes import AxialView, read_ct, read_segmentation, write_labels, write_seg_nrrd
+from .volumes import AxialView, fingerprint_files, read_ct, read_segmentation, write_labels, write_seg_nrrd
 
 
 def parse_slices(text, n_slices):
@@ -52,13 +53,25 @@ def atomic_folder(outdir, overwrite=False):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None):
-    """Segment one CT and write every output into outdir atomically. Returns the report dict."""
+def settings_digest(engine_report, slices=None):
+    """Hash of what decides a result besides the input: software version, engine identity and settings, slice
+    range. A cohort run skips a finished case only when this and the input fingerprint are unchanged."""
+    settings = {"legsegnet": __version__, "slices": slices or "all",
+                "engine": {k: v for k, v in engine_report.items() if k != "reason"}}
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None,
+                 series_uid=None):
+    """Segment one CT (series_uid: one series of a DICOM folder) and write every output into outdir
+    atomically. Returns the report dict."""
     timings = {}
     start = time.perf_counter()
     if Path(outdir).exists() and not overwrite:   # fail before the slow part
         raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
-    ct = read_ct(input_path)
+    ct = read_ct(input_path, series_uid)
+    fingerprint = fingerprint_files(ct.files)
     view = AxialView.of(ct.image)
     hu = view.to_canonical(ct.array)
     chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
@@ -70,7 +83,8 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
     labels[chosen] = engine_obj.segment(hu[chosen], view.spacing, progress=progress, cancel=cancel)
     timings["engine_s"] = time.perf_counter() - t
     report = {"engine": {**engine_obj.report(), "reason": reason},
-              "slices": slices or "all", "notes": ct.notes}
+              "slices": slices or "all", "notes": ct.notes, "input_fingerprint": fingerprint,
+              "settings_digest": settings_digest(engine_obj.report(), slices)}
     write_results(ct, view, hu, labels, outdir, report, timings, overwrite)
     return report
 
