@@ -1,4 +1,5 @@
-"""`legsegnet` command line. Exit codes: 0 done, 2 bad input or arguments (one clear line), 1 a bug."""
+"""`legsegnet` command line. Exit codes: 0 done, 2 bad input or arguments (one clear line), 1 a bug,
+3 `batch`: some cases failed (failures.csv), 130 interrupted."""
 import argparse
 import csv
 import logging
@@ -100,6 +101,29 @@ def cmd_demo(args):
           "metrics.csv, report.json, overview.png)")
 
 
+def cmd_batch(args):
+    from .batch import exit_code, open_hpc_cluster, run_batch
+    if args.print_job_script:
+        if not args.cluster or not args.cluster_config:
+            raise InputError("--print-job-script needs --cluster and --cluster-config")
+        cluster, _jobs = open_hpc_cluster(args.cluster, args.cluster_config)
+        with cluster:
+            print(cluster.job_script())
+        return 0
+    try:
+        cohort = run_batch(args.inputs, args.output, engine=args.engine, slices=args.slices, workers=args.workers,
+                           scheduler=args.scheduler, cluster=args.cluster, cluster_config=args.cluster_config,
+                           force=args.force, keep_identifiers=args.keep_identifiers)
+    except KeyboardInterrupt:
+        print(f"legsegnet: interrupted; finished cases are kept in {args.output}/cases; "
+              "run the same command again to do the rest", file=sys.stderr)
+        return 130
+    c = cohort["counts"]
+    print(f"{args.output}: {c['cases']} cases: {c['done']} segmented, {c['skipped']} already done, "
+          f"{c['failed']} failed" + (" (see failures.csv)" if c["failed"] else ""))
+    return exit_code(cohort)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="legsegnet", description="Lower-extremity CT tissue segmentation "
                                      "(SAT, muscle, IMAT, bone) and quantification.")
@@ -137,6 +161,23 @@ def build_parser():
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("batch", help="segment a cohort on Dask (resumable; exit 0 all done, 3 some failed, "
+                       "2 bad arguments)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="folder (image files and DICOM series, recursively), list file (.txt, .csv) or image file")
+    p.add_argument("-o", "--output", required=True, help="cohort folder (cases/, cohort tables, failures.csv)")
+    p.add_argument("--engine", choices=ENGINES, default="auto")
+    p.add_argument("--slices", help="A:B axial slice range for every case")
+    p.add_argument("--workers", type=int, help="local worker processes (default: sized to cores and memory)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--cluster", choices=("slurm", "pbs", "sge", "lsf"), help="start workers through an HPC queue")
+    p.add_argument("--cluster-config", metavar="FILE", help="YAML: queue, cores, memory, walltime, jobs, ...")
+    p.add_argument("--print-job-script", action="store_true", help="print the queue's job script and exit")
+    p.add_argument("--force", action="store_true", help="rerun cases that are already done")
+    p.add_argument("--keep-identifiers", action="store_true",
+                   help="add DICOM patient name, ID and birth date to the cohort tables")
+    p.set_defaults(func=cmd_batch)
     return parser
 
 
@@ -147,14 +188,14 @@ def main(argv=None):
     except SystemExit as exit_:       # argparse: 2 for bad arguments, 0 for --help
         return exit_.code
     try:
-        args.func(args)
+        code = args.func(args)
     except InputError as err:
         print(f"legsegnet: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("legsegnet: interrupted; nothing was written", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,432 @@
+"""Cohort runs (`legsegnet batch`): every case is one Dask task calling pipeline.segment_case, the function
+`legsegnet segment` calls. A LocalCluster by default, a running scheduler or an HPC queue (dask-jobqueue) on
+request. Resumable (finished cases are skipped), failures isolated (one bad case never stops the rest).
+
+Dask is imported lazily so the rest of the core works without it.
+"""
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import sys
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .engines import make_engine
+from .errors import InputError
+from .pipeline import segment_case, settings_digest
+from .volumes import input_fingerprint, is_image_file
+
+CASE_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
+              "report.json", "overview.png")
+CASE_MEMORY = 4 * 2**30        # generous working set of one case; bounds the default number of local workers
+WORKER_DEATHS_ALLOWED = 1      # a case whose worker dies is retried once elsewhere, then recorded as failed
+JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
+LIST_SUFFIXES = (".txt", ".csv")
+IDENTIFIER_TAGS = {"patient_name": "0010|0010", "patient_id": "0010|0020", "patient_birth_date": "0010|0030"}
+# failures.csv error kinds
+KINDS = {"input": "the input cannot be processed (unreadable, not CT, ...)",
+         "engine": "the engine could not be created on the worker",
+         "memory": "the case ran out of memory",
+         "worker_died": "the worker running it died twice (killed, or over its memory limit)",
+         "error": "an unexpected error (a bug; traceback in failures/<case_id>.txt)"}
+
+
+@dataclass
+class Case:
+    case_id: str
+    input: str
+    series_uid: str = None                          # one series of a DICOM folder
+    identifiers: dict = field(default_factory=dict)  # DICOM patient tags; only with keep_identifiers
+
+
+@dataclass
+class Job:
+    """What every task needs besides its case (small: sent with each task)."""
+    cases_dir: str
+    engine: str = "auto"
+    engine_options: dict = field(default_factory=dict)
+    slices: str = None
+    force: bool = False
+
+
+# ---------------------------------------------------------------- discovery
+def discover_cases(inputs, outdir=None, keep_identifiers=False):
+    """Every case under the inputs (folders, list files, image files), each with a unique case id."""
+    exclude = Path(outdir).resolve() if outdir else None
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise InputError(f"{item}: no such file or folder")
+        if path.is_dir():
+            found += _cases_in_folder(path, exclude)
+        elif path.name.lower().endswith(LIST_SUFFIXES):
+            found += _cases_in_list(path, exclude)
+        elif is_image_file(path):
+            found.append(Case(_file_id(Path(path.name)), str(path)))
+        else:
+            raise InputError(f"{item}: not a folder, an image file (NIfTI, NRRD, MHA) or a list file (.txt, .csv)")
+    if not found:
+        raise InputError(f"no image files or DICOM series found in {', '.join(map(str, inputs))}")
+    cases = _unique(found)
+    if keep_identifiers:
+        for case in cases:
+            case.identifiers = read_identifiers(case)
+    return cases
+
+
+def _cases_in_folder(folder, exclude=None):
+    """Image files and DICOM series (each series one case) in a folder tree, our own output folder excepted."""
+    import SimpleITK as sitk
+    cases = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not _is_within(Path(root, d), exclude))
+        images = sorted(name for name in files if is_image_file(name))
+        cases += [Case(_file_id(Path(root, name).relative_to(folder)), str(Path(root, name))) for name in images]
+        if len(images) < len(files):       # other files may be DICOM
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(root) or ():
+                cases.append(Case(series_id(uid), root, uid))
+    return cases
+
+
+def _cases_in_list(list_file, exclude=None):
+    """`.txt`: one path a line (# comments); `.csv`: a `path` column and an optional `case_id` column.
+    Relative paths are relative to the list file. A listed path that is missing becomes a failed case."""
+    import csv
+    base = list_file.parent
+    with open(list_file, newline="") as f:
+        if list_file.name.lower().endswith(".csv"):
+            rows = list(csv.DictReader(f))
+            if rows and "path" not in rows[0]:
+                raise InputError(f"{list_file}: a .csv list needs a 'path' column (and optionally 'case_id')")
+            entries = [(row["path"].strip(), (row.get("case_id") or "").strip()) for row in rows]
+        else:
+            entries = [(line.strip(), "") for line in f]
+    cases = []
+    for text, given_id in entries:
+        if not text or text.startswith("#"):
+            continue
+        path = Path(text) if Path(text).is_absolute() else base / text
+        if path.is_dir():
+            inside = _cases_in_folder(path, exclude)
+            for case in inside:
+                if given_id:
+                    case.case_id = given_id if len(inside) == 1 else f"{given_id}__{case.case_id}"
+            cases += inside
+        else:
+            cases.append(Case(_safe_id(given_id) if given_id else _file_id(_relative(path, base)), str(path)))
+    return cases
+
+
+def series_id(uid):
+    """Case id of a DICOM series: a short hash of its SeriesInstanceUID (folder names often hold patient names)."""
+    return "series-" + hashlib.sha256(uid.encode()).hexdigest()[:12]
+
+
+def _file_id(relative):
+    """Case id of an image file: its path relative to the input folder, without the image suffix."""
+    name = str(relative)
+    for suffix in sorted((".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"), key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            name = name[:-len(suffix)]
+            break
+    return _safe_id(name.replace(os.sep, "__").replace("/", "__"))
+
+
+def _safe_id(text):
+    """A folder name that is safe everywhere (and never hidden, as temporary case folders are)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "case"
+
+
+def _relative(path, base):
+    try:
+        return path.relative_to(base)
+    except ValueError:
+        return Path(path.name)
+
+
+def _is_within(path, folder):
+    if folder is None:
+        return False
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _unique(cases):
+    """Drop repeated inputs; give clashing ids a suffix from a hash of the input so ids stay stable."""
+    seen_inputs, seen_ids, unique = set(), set(), []
+    for case in cases:
+        key = (os.path.abspath(case.input), case.series_uid)
+        if key in seen_inputs:
+            continue
+        seen_inputs.add(key)
+        if case.case_id in seen_ids:
+            case.case_id += "-" + hashlib.sha256(repr(key).encode()).hexdigest()[:6]
+        seen_ids.add(case.case_id)
+        unique.append(case)
+    return unique
+
+
+def read_identifiers(case):
+    """Patient name, ID and birth date from the first file of a DICOM series (only with --keep-identifiers)."""
+    if not case.series_uid:
+        return {}
+    import SimpleITK as sitk
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(case.input, case.series_uid)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(files[0])
+    reader.ReadImageInformation()
+    values = {name: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+              for name, tag in IDENTIFIER_TAGS.items()}
+    return {**values, "series_instance_uid": case.series_uid}
+
+
+# ---------------------------------------------------------------- the task (runs on a worker)
+_engines = {}                 # (engine name, options) -> (engine, reason): one model load per worker process
+_engine_lock = threading.Lock()
+_engine_loads = [0]
+
+
+def worker_engine(name, options):
+    key = (name, json.dumps(options, sort_keys=True, default=str))
+    with _engine_lock:     # a worker may run several tasks in threads; load once
+        if key not in _engines:
+            _engines[key] = make_engine(name, **options)
+            _engine_loads[0] += 1
+        return _engines[key]
+
+
+def is_finished(outdir, case, engine, slices):
+    """A complete case folder (written atomically) from the same input bytes, engine and settings."""
+    if not all((outdir / name).is_file() for name in CASE_FILES):
+        return False
+    try:
+        report = json.loads((outdir / "report.json").read_text())
+        return (report.get("settings_digest") == settings_digest(engine.report(), slices)
+                and report.get("input_fingerprint") == input_fingerprint(case.input, case.series_uid))
+    except (OSError, ValueError):
+        return False
+
+
+def run_case(case, job):
+    """One task: skip a finished case, else segment it with this worker's engine. Never raises for a bad case."""
+    start = time.perf_counter()
+    outdir = Path(job.cases_dir) / case.case_id
+    result = {"case_id": case.case_id, "input": case.input, "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    try:
+        engine, reason = worker_engine(job.engine, job.engine_options)
+    except Exception as err:   # noqa: BLE001 - reported per case, the run goes on
+        return {**result, **failure("engine", err, traceback.format_exc())}
+    result.update(engine={**engine.report(), "reason": reason}, engine_loads=_engine_loads[0])
+    try:
+        if not job.force and is_finished(outdir, case, engine, job.slices):
+            return {**result, "status": "skipped", "task_s": time.perf_counter() - start}
+        segment_case(case.input, outdir, engine=engine, slices=job.slices, overwrite=True,
+                     series_uid=case.series_uid)
+        timings = json.loads((outdir / "report.json").read_text())["timings"]
+        return {**result, "status": "done", "engine_s": timings["engine_s"], "task_s": time.perf_counter() - start}
+    except InputError as err:
+        return {**result, **failure("input", err)}
+    except MemoryError as err:
+        return {**result, **failure("memory", err)}
+    except Exception as err:   # noqa: BLE001 - a bug in one case must not stop the cohort
+        return {**result, **failure("error", err, traceback.format_exc())}
+
+
+def failure(kind, err, trace=None):
+    text = str(err) if isinstance(err, InputError) else f"{type(err).__name__}: {err}"
+    return {"status": "failed", "kind": kind, "message": one_line(text), "traceback": trace}
+
+
+def one_line(text):
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return " ".join(lines)[:500] if lines else "no message"
+
+
+# ---------------------------------------------------------------- execution
+def local_cluster_size(n_cases, workers=None):
+    """Worker processes × numeric threads ≤ cores, each with an equal share of memory as its limit."""
+    from dask.system import CPU_COUNT               # both respect cgroup and affinity limits
+    from distributed.system import MEMORY_LIMIT
+    if workers is None:
+        workers = max(1, min(CPU_COUNT, MEMORY_LIMIT // CASE_MEMORY, n_cases))
+    return {"workers": workers, "threads": max(1, CPU_COUNT // workers), "memory_limit": int(MEMORY_LIMIT // workers)}
+
+
+def dask_settings(threads):
+    """Scheduler and worker settings for a run: the retry rule, and numeric threads per worker process
+    (Dask's default of 1 would leave cores idle when there are fewer workers than cores)."""
+    settings = {"distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED}
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        settings[f"distributed.nanny.pre-spawn-environ.{var}"] = threads
+    return settings
+
+
+def read_cluster_config(path):
+    import yaml
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise InputError(f"{path}: cannot read the cluster configuration ({one_line(err)})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: the cluster configuration must be a YAML mapping (queue, cores, memory, ...)")
+    return config
+
+
+def open_hpc_cluster(kind, config_path):
+    """A dask-jobqueue cluster from a YAML file of its keyword arguments, plus `jobs` (how many to request).
+    Returns (cluster, jobs); no job is submitted until the cluster is scaled."""
+    config = read_cluster_config(config_path)
+    jobs = config.pop("jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"{config_path}: 'jobs' must be a positive integer")
+    import dask_jobqueue
+    try:
+        cluster = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[kind])(**config)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"{config_path}: {one_line(err)}") from None
+    return cluster, jobs
+
+
+@contextmanager
+def dask_client(n_cases, workers=None, scheduler=None, cluster=None, cluster_config=None):
+    """A Dask client on the chosen execution, and a description of it for cohort.json."""
+    from distributed import Client, LocalCluster
+    logging.getLogger("distributed").setLevel(logging.WARNING)   # keep worker deaths, not start-up chatter
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({one_line(err)})") from None
+        with client:
+            yield client, {"kind": "scheduler", "address": scheduler}
+    elif cluster:
+        hpc, jobs = open_hpc_cluster(cluster, cluster_config)
+        with hpc, Client(hpc) as client:
+            hpc.scale(jobs=jobs)
+            yield client, {"kind": cluster, "jobs": jobs, "config": os.fspath(cluster_config)}
+    else:
+        size = local_cluster_size(n_cases, workers)
+        with dask_config(dask_settings(size["threads"])):   # restarted workers read it too: keep it for the run
+            local = LocalCluster(n_workers=size["workers"], threads_per_worker=1, processes=True,
+                                 memory_limit=size["memory_limit"])
+            with local, Client(local) as client:
+                yield client, {"kind": "local", **size}
+
+
+def dask_config(settings):
+    import dask
+    return dask.config.set(settings)
+
+
+def dashboard_address(client):
+    try:
+        return client.dashboard_link if "dashboard" in client.scheduler_info()["services"] else None
+    except Exception:   # noqa: BLE001 - the address is a courtesy
+        return None
+
+
+def run_tasks(client, cases, job, show_progress=True):
+    """Submit one task per case; collect results as they finish, with one progress bar over cases."""
+    from distributed import KilledWorker, as_completed
+    from tqdm import tqdm
+    token = hashlib.sha256(f"{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:8]
+    futures = {client.submit(run_case, case, job, key=f"legsegnet-{token}-{case.case_id}", pure=False): case
+               for case in cases}
+    results, counts = {}, {"done": 0, "skipped": 0, "failed": 0}
+    bar = tqdm(total=len(cases), unit="case", file=sys.stderr, disable=not show_progress, desc="cases")
+    try:
+        for future in as_completed(futures):
+            case = futures[future]
+            try:
+                result = future.result()
+            except KilledWorker:
+                result = {"case_id": case.case_id, "input": case.input, "status": "failed", "kind": "worker_died",
+                          "message": f"the worker running this case died {WORKER_DEATHS_ALLOWED + 1} times "
+                                     "(killed, or over its memory limit)"}
+            except Exception as err:   # noqa: BLE001 - e.g. the task could not reach a worker
+                result = {"case_id": case.case_id, "input": case.input, **failure("error", err)}
+            results[case.case_id] = result
+            counts[result["status"]] += 1
+            bar.set_postfix(counts, refresh=False)
+            bar.update(1)
+        deaths = worker_deaths(client, {f.key: futures[f].case_id for f in futures})
+        for case_id, n in deaths.items():
+            results[case_id]["worker_deaths"] = n
+    finally:
+        bar.close()
+    return results
+
+
+def worker_deaths(client, key_to_case):
+    """How often a worker died while holding each case (the scheduler's 'suspicious' count)."""
+    def count(dask_scheduler, keys):
+        return {key: dask_scheduler.tasks[key].suspicious for key in keys if key in dask_scheduler.tasks}
+    try:
+        counts = client.run_on_scheduler(count, keys=list(key_to_case))
+    except Exception:   # noqa: BLE001 - a scheduler may refuse run_on_scheduler; the count is informative only
+        return {}
+    return {key_to_case[key]: n for key, n in counts.items() if n}
+
+
+def remove_partial_folders(cases_dir):
+    """Temporary case folders left by a killed run (atomic_folder's .partial and .old-* folders)."""
+    for path in Path(cases_dir).glob(".*"):
+        if path.is_dir() and (path.name.endswith(".partial") or ".old-" in path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def run_batch(inputs, outdir, engine="auto", engine_options=None, slices=None, workers=None, scheduler=None,
+              cluster=None, cluster_config=None, force=False, keep_identifiers=False, show_progress=True):
+    """Run a cohort and write its outputs into outdir. Returns cohort.json's content."""
+    from .cohort import write_cohort
+    check_execution_arguments(workers, scheduler, cluster, cluster_config)
+    started = time.time()
+    outdir = Path(outdir)
+    cases = discover_cases(inputs, outdir, keep_identifiers)
+    cases_dir = outdir / "cases"
+    cases_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_folders(cases_dir)
+    job = Job(os.fspath(cases_dir.resolve()), engine, dict(engine_options or {}), slices, force)
+    try:
+        t = time.perf_counter()
+        with dask_client(len(cases), workers, scheduler, cluster, cluster_config) as (client, execution):
+            execution["start_s"] = time.perf_counter() - t
+            link = dashboard_address(client)
+            if link:
+                print(f"legsegnet: Dask dashboard at {link}", file=sys.stderr)
+            t = time.perf_counter()
+            results = run_tasks(client, cases, job, show_progress)
+            execution["tasks_s"] = time.perf_counter() - t
+    finally:
+        remove_partial_folders(cases_dir)     # the workers are gone: nothing is writing any more
+    settings = {"inputs": [os.fspath(i) for i in inputs], "engine": engine, "engine_options": job.engine_options,
+                "slices": slices or "all", "force": force, "keep_identifiers": keep_identifiers,
+                "execution": execution}
+    return write_cohort(outdir, cases, results, settings, started)
+
+
+def check_execution_arguments(workers, scheduler, cluster, cluster_config):
+    if workers is not None and workers < 1:
+        raise InputError("--workers must be at least 1")
+    if scheduler and cluster:
+        raise InputError("choose --scheduler or --cluster, not both")
+    if cluster and cluster not in JOBQUEUE_CLUSTERS:
+        raise InputError(f"--cluster {cluster}: choose from {', '.join(JOBQUEUE_CLUSTERS)}")
+    if bool(cluster) != bool(cluster_config):
+        raise InputError("--cluster and --cluster-config go together (the YAML file holds queue, cores, memory, ...)")
+    if cluster_config and not Path(cluster_config).is_file():
+        raise InputError(f"{cluster_config}: no such file")
+
+
+def exit_code(cohort):
+    """0: every case succeeded; 3: some failed (see failures.csv)."""
+    return 3 if cohort["counts"]["failed"] else 0
