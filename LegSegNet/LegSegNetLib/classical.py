@@ -3,7 +3,7 @@
 Works on the canonical axial array (volumes.AxialView) slab by slab with in-plane (z-less) operations, so
 memory stays bounded and every step is vectorised over the slab.
 
-  body         voxels above -500 HU in limb-sized, limb-thick components (drops the CT table), holes filled
+  body         voxels above -500 HU in limb-sized, limb-thick components (drops the CT table)
   bone         cortex (> 200 HU) with its enclosed marrow filled in
   compartment  the region inside the muscle fascia: muscle opened (drops skin and septa in the fat),
                closed across intermuscular fat, holes filled; worked out on a ~1.5 mm grid
@@ -81,6 +81,7 @@ def segment_slab(hu, pixel_mm):
 
 
 def body_mask(smooth, px):
+    """Limb-sized, limb-thick components above BODY_HU. Holes are left alone: they are air, never tissue."""
     components, n = ndimage.label(smooth > BODY_HU, IN_PLANE)
     if n == 0:
         return np.zeros(smooth.shape, bool)
@@ -88,13 +89,19 @@ def body_mask(smooth, px):
     objects = ndimage.find_objects(components)
     width = np.array([(sl[2].stop - sl[2].start) * px for sl in objects])
     keep = np.concatenate([[False], (area >= MIN_LIMB_AREA_MM2) & (area / width >= MIN_LIMB_THICKNESS_MM)])
-    return ndimage.binary_fill_holes(keep[components], IN_PLANE)
+    return keep[components]
 
 
 def bone_mask(smooth, body, px):
+    """Cortex with its marrow; morphology runs only in the box around the cortex (bone is a small part)."""
     cortex = remove_small(body & (smooth > CORTEX_HU), MIN_BONE_AREA_MM2 / (px * px))
-    cortex = ndimage.binary_closing(cortex, disk(CORTEX_CLOSING_MM / px), border_value=0)
-    return ndimage.binary_fill_holes(cortex, IN_PLANE) & body
+    closing = disk(CORTEX_CLOSING_MM / px)
+    box = _bbox(cortex, margin=closing.shape[1])
+    bone = np.zeros_like(cortex)
+    if box is not None:
+        closed = ndimage.binary_closing(cortex[box], closing, border_value=0)
+        bone[box] = ndimage.binary_fill_holes(closed, IN_PLANE) & body[box]
+    return bone
 
 
 def remove_small(mask, min_pixels):
@@ -107,7 +114,7 @@ def remove_small(mask, min_pixels):
 
 
 def compartment(muscle, bone, body, px):
-    """The region inside the deep fascia, computed on a coarse grid and interpolated back."""
+    """The region inside the deep fascia, computed on a ~1.5 mm grid and repeated back to full resolution."""
     factor = max(1, int(round(COARSE_SPACING_MM / px)))
     coarse_px = px * factor
     core = block_mean(muscle, factor) > 0.5
@@ -118,8 +125,7 @@ def compartment(muscle, bone, body, px):
     closed = ndimage.binary_closing(padded, disk(FASCIA_CLOSING_MM / coarse_px))[:, pad:-pad, pad:-pad]
     filled = ndimage.binary_fill_holes(closed | (block_mean(bone, factor) > 0.5), IN_PLANE)
     if factor > 1:
-        fine = ndimage.zoom(filled.astype(np.float32), (1, factor, factor), order=1, grid_mode=True, mode="nearest")
-        filled = fine[:, :muscle.shape[1], :muscle.shape[2]] > 0.5
+        filled = filled.repeat(factor, axis=1).repeat(factor, axis=2)[:, :muscle.shape[1], :muscle.shape[2]]
     return filled & body
 
 
