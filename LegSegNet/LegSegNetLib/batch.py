@@ -289,6 +289,7 @@ def open_hpc_cluster(kind, config_path):
     if not isinstance(jobs, int) or jobs < 1:
         raise InputError(f"{config_path}: 'jobs' must be a positive integer")
     import dask_jobqueue
+    quiet_dask_logs()
     try:
         cluster = getattr(dask_jobqueue, JOBQUEUE_CLUSTERS[kind])(**config)
     except (TypeError, ValueError) as err:
@@ -296,11 +297,16 @@ def open_hpc_cluster(kind, config_path):
     return cluster, jobs
 
 
+def quiet_dask_logs():
+    """Keep Dask's warnings (a worker died, memory is short) and drop its start-up chatter."""
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
 @contextmanager
 def dask_client(n_cases, workers=None, scheduler=None, cluster=None, cluster_config=None):
     """A Dask client on the chosen execution, and a description of it for cohort.json."""
     from distributed import Client, LocalCluster
-    logging.getLogger("distributed").setLevel(logging.WARNING)   # keep worker deaths, not start-up chatter
+    quiet_dask_logs()
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")

@@ -48,7 +48,7 @@ def case_tables(cases_dir, cases, name, columns, keep_identifiers):
     prefix = ["case_id"] + (IDENTIFIER_COLUMNS if keep_identifiers else [])
     frames = []
     for case in cases:
-        frame = pd.read_csv(cases_dir / case.case_id / name, float_precision="round_trip")
+        frame = pd.read_csv(cases_dir / case.case_id / name)
         front = {"case_id": case.case_id}
         if keep_identifiers:
             front.update({c: case.identifiers.get(c, "") for c in IDENTIFIER_COLUMNS})
@@ -113,6 +113,8 @@ def plot_summary(path, panels):
     rows = (len(panels) + columns - 1) // columns
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False)
     rng = np.random.default_rng(0)     # fixed jitter: the same cohort gives the same picture
+    new_api = tuple(int(v) for v in matplotlib.__version__.split(".")[:2]) >= (3, 10)
+    horizontal = {"orientation": "horizontal"} if new_api else {"vert": False}
     for ax, panel in zip(axes.flat, panels):
         ax.set_title(panel["title"], fontsize=10)
         values = list(panel["values"].values())
@@ -120,7 +122,7 @@ def plot_summary(path, panels):
             ax.text(0.5, 0.5, "no finished case", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([])
             continue
-        ax.boxplot(values, vert=False, widths=0.5, showfliers=False)
+        ax.boxplot(values, widths=0.5, showfliers=False, **horizontal)
         jitter = 1 + rng.uniform(-0.15, 0.15, len(values))
         outliers = set(panel["outliers"])
         colours = ["tab:red" if case in outliers else "tab:blue" for case in panel["values"]]
