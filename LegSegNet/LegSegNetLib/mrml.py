@@ -81,7 +81,7 @@ def _code(code):
 
 def write_terminology(path=TERMINOLOGY_FILE):
     """Regenerate the shipped .term.json from the tissue table."""
-    Path(path).write_text(json.dumps(terminology_document(), indent=2) + "\n")
+    Path(path).write_text(json.dumps(terminology_document(), indent=2) + "\n", encoding="utf-8")
 
 
 def load_terminology(terminologies_logic, path=TERMINOLOGY_FILE):
@@ -438,7 +438,7 @@ def export_tables_csv(table_nodes, folder):
     for node in table_nodes:
         rows = table_rows(node)
         path = Path(folder) / f"{node.GetName()}.csv"
-        with open(path, "w", newline="") as f:
+        with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
             writer.writeheader()
             writer.writerows(rows)
@@ -489,9 +489,10 @@ class BackgroundRun:
             command += ["--slices", self.slices]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [str(MODULE_DIR)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
-            PYTHONUNBUFFERED="1")
+            PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
         log.info("LegSegNet: %s", " ".join(command))
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                        encoding="utf-8", errors="replace",
                                         env=env, **_new_process_group())
         self.state = "running"
         threading.Thread(target=self._read, daemon=True).start()   # the GUI polls; it never blocks on a pipe
@@ -566,7 +567,7 @@ class BackgroundRun:
 
     def report(self):
         path = self.output / "report.json"
-        return json.loads(path.read_text()) if path.exists() else {}
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
     def cleanup(self):
         if self.folder is not None:

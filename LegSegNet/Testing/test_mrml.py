@@ -108,7 +108,7 @@ def test_terminology_entries_resolve_in_slicers_terminology_logic(result):
 
 
 def test_shipped_terminology_file_agrees_with_tissue_table():
-    shipped = json.loads(mrml.TERMINOLOGY_FILE.read_text())
+    shipped = json.loads(mrml.TERMINOLOGY_FILE.read_text(encoding="utf-8"))
     assert shipped == json.loads(json.dumps(mrml.terminology_document())), \
         "regenerate: python -c 'from LegSegNetLib import mrml; mrml.write_terminology()'"
 
@@ -344,7 +344,7 @@ def test_export_labels_and_tables(result, tmp_path):
     assert np.array_equal(read_segmentation(seg_nrrd, result["phantom"].ct), result["labels"])
     paths = mrml.export_tables_csv(result["tables"], tmp_path)
     import csv
-    with open(paths[0]) as f:
+    with open(paths[0], encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert [r["Segment"] for r in rows] == [t.short for t in TISSUES]
     assert float(rows[1]["Volume cm3"]) == pytest.approx(result["stats"].row("SM", "both")["volume_cm3"])

@@ -49,7 +49,7 @@ def ui_widgets():
 def ui_uses():
     """name → members used on self.ui.<name> in LegSegNet.py (found in its syntax tree)."""
     uses = {}
-    for node in ast.walk(ast.parse(MODULE_FILE.read_text())):
+    for node in ast.walk(ast.parse(MODULE_FILE.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) \
                 and node.value.attr == "ui" and isinstance(node.value.value, ast.Name) and node.value.value.id == "self":
             uses.setdefault(node.attr, set())
@@ -80,7 +80,7 @@ def test_every_ui_name_in_the_module_exists_with_a_matching_class():
 
 
 def parameter_annotations():
-    tree = ast.parse(MODULE_FILE.read_text())
+    tree = ast.parse(MODULE_FILE.read_text(encoding="utf-8"))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "LegSegNetParameterNode")
     kinds = {}
     for item in cls.body:
