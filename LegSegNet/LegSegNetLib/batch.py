@@ -264,10 +264,18 @@ def local_cluster_size(n_cases, workers=None):
 def dask_settings(threads):
     """Scheduler and worker settings for a run: the retry rule, and numeric threads per worker process
     (Dask's default of 1 would leave cores idle when there are fewer workers than cores)."""
-    settings = {"distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED}
+    settings = {"distributed.scheduler.allowed-failures": WORKER_DEATHS_ALLOWED,
+                "distributed.worker.preload": [__name__]}      # dask_setup below
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         settings[f"distributed.nanny.pre-spawn-environ.{var}"] = threads
     return settings
+
+
+def dask_setup(worker):
+    """Preload hook of local workers: Ctrl-C is the client's to handle (it cancels the run and closes the
+    cluster in order); workers that took it too would die noisily mid-case."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def read_cluster_config(path):
@@ -342,45 +350,51 @@ def dashboard_address(client):
 
 def run_tasks(client, cases, job, show_progress=True):
     """Submit one task per case; collect results as they finish, with one progress bar over cases."""
-    from distributed import KilledWorker, as_completed
+    from distributed import as_completed
     from tqdm import tqdm
     token = hashlib.sha256(f"{time.time_ns()}{os.getpid()}".encode()).hexdigest()[:8]
-    futures = {client.submit(run_case, case, job, key=f"legsegnet-{token}-{case.case_id}", pure=False): case
+    pending = {client.submit(run_case, case, job, key=f"legsegnet-{token}-{case.case_id}", pure=False): case
                for case in cases}
     results, counts = {}, {"done": 0, "skipped": 0, "failed": 0}
     bar = tqdm(total=len(cases), unit="case", file=sys.stderr, disable=not show_progress, desc="cases")
     try:
-        for future in as_completed(futures):
-            case = futures[future]
-            try:
-                result = future.result()
-            except KilledWorker:
-                result = {"case_id": case.case_id, "input": case.input, "status": "failed", "kind": "worker_died",
-                          "message": f"the worker running this case died {WORKER_DEATHS_ALLOWED + 1} times "
-                                     "(killed, or over its memory limit)"}
-            except Exception as err:   # noqa: BLE001 - e.g. the task could not reach a worker
-                result = {"case_id": case.case_id, "input": case.input, **failure("error", err)}
+        for future in as_completed(list(pending)):
+            case = pending.pop(future)
+            result = task_result(future, case)
+            deaths = worker_deaths(client, future.key)
+            if deaths:
+                result["worker_deaths"] = deaths
+            future.release()       # a result held by a worker that dies later would be recomputed
             results[case.case_id] = result
             counts[result["status"]] += 1
             bar.set_postfix(counts, refresh=False)
             bar.update(1)
-        deaths = worker_deaths(client, {f.key: futures[f].case_id for f in futures})
-        for case_id, n in deaths.items():
-            results[case_id]["worker_deaths"] = n
     finally:
         bar.close()
     return results
 
 
-def worker_deaths(client, key_to_case):
-    """How often a worker died while holding each case (the scheduler's 'suspicious' count)."""
-    def count(dask_scheduler, keys):
-        return {key: dask_scheduler.tasks[key].suspicious for key in keys if key in dask_scheduler.tasks}
+def task_result(future, case):
+    from distributed import KilledWorker
     try:
-        counts = client.run_on_scheduler(count, keys=list(key_to_case))
+        return future.result()
+    except KilledWorker:
+        return {"case_id": case.case_id, "input": case.input, "status": "failed", "kind": "worker_died",
+                "message": f"the worker running this case died {WORKER_DEATHS_ALLOWED + 1} times "
+                           "(killed, or over its memory limit)"}
+    except Exception as err:   # noqa: BLE001 - e.g. the task could not reach a worker
+        return {"case_id": case.case_id, "input": case.input, **failure("error", err)}
+
+
+def worker_deaths(client, key):
+    """How often a worker died while holding this task (the scheduler's 'suspicious' count)."""
+    def count(dask_scheduler, key):
+        task = dask_scheduler.tasks.get(key)
+        return task.suspicious if task is not None else 0
+    try:
+        return client.run_on_scheduler(count, key=key)
     except Exception:   # noqa: BLE001 - a scheduler may refuse run_on_scheduler; the count is informative only
-        return {}
-    return {key_to_case[key]: n for key, n in counts.items() if n}
+        return 0
 
 
 def remove_partial_folders(cases_dir):
