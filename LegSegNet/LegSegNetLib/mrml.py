@@ -363,10 +363,7 @@ def fill_segment_table(table_node, stats, specs):
                 for name, key, unit, description in STAT_COLUMNS]
     rows = []
     for spec in specs:
-        row = dict(stats.row(spec.tissue.short, spec.side or "both"))
-        n = row["voxel_count"]
-        # Segment Statistics (vtkImageAccumulate) reports the sample standard deviation; the core the population one
-        row["std_hu"] = row["std_hu"] * np.sqrt(n / (n - 1)) if n > 1 else float("nan")
+        row = stats.row(spec.tissue.short, spec.side or "both")
         rows.append([segment_name(spec.tissue, spec.side)] + [row[name] for name, *_ in STAT_COLUMNS])
     _fill_table(table_node, columns, rows)
 

@@ -1,8 +1,8 @@
 """Statistics on the original HU at the original resolution: per tissue and leg, per slice, derived metrics.
 
 Every definition lives here (and is repeated in words in README.md). Column meanings follow Slicer's
-Segment Statistics: volume = voxel count × voxel volume; mean/std (population, ddof=0)/median of the HU
-values inside the segment.
+Segment Statistics: volume = voxel count × voxel volume; mean, standard deviation (sample, n − 1, as
+vtkImageAccumulate computes it) and median of the HU values inside the segment.
 """
 import csv
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ STAT_COLUMNS = (
     ("voxel_count", "LabelmapSegmentStatisticsPlugin.voxel_count", "voxels", "number of voxels"),
     ("volume_cm3", "LabelmapSegmentStatisticsPlugin.volume_cm3", "cm3", "voxel count × voxel volume"),
     ("mean_hu", "ScalarVolumeSegmentStatisticsPlugin.mean", "HU", "mean CT value"),
-    ("std_hu", "ScalarVolumeSegmentStatisticsPlugin.stdev", "HU", "standard deviation of CT values"),
+    ("std_hu", "ScalarVolumeSegmentStatisticsPlugin.stdev", "HU", "sample standard deviation (n - 1) of CT values"),
     ("median_hu", "ScalarVolumeSegmentStatisticsPlugin.median", "HU", "median CT value"),
 )
 
@@ -75,9 +75,9 @@ def compute_statistics(hu, labels, sides, spacing, positions_mm):
         for tissue in TISSUES:
             n = int(sums["count"][tissue.label])
             mean = sums["sum"][tissue.label] / n if n else float("nan")
-            var = sums["sumsq"][tissue.label] / n - mean * mean if n else float("nan")
+            var = (sums["sumsq"][tissue.label] - n * mean * mean) / (n - 1) if n > 1 else float("nan")
             rows.append({"tissue": tissue.short, "label": tissue.label, "leg": leg, "voxel_count": n,
-                         "volume_cm3": n * voxel_cm3, "mean_hu": mean, "std_hu": float(np.sqrt(max(var, 0.0))),
+                         "volume_cm3": n * voxel_cm3, "mean_hu": mean, "std_hu": float(np.sqrt(max(var, 0.0))) if n > 1 else float("nan"),
                          "median_hu": medians[tissue.label, leg]})
         metrics.append({"leg": leg, **derived_metrics(sums, voxel_cm3)})
     slices = []

@@ -52,7 +52,7 @@ def test_tissue_rows_equal_reference(truth_stats, phantom):
             assert int(row["voxel_count"]) == values.size
             assert float(row["volume_cm3"]) == pytest.approx(values.size * voxel_cm3, rel=1e-12)
             assert float(row["mean_hu"]) == pytest.approx(values.mean(), rel=1e-9)
-            assert float(row["std_hu"]) == pytest.approx(values.std(), rel=1e-6)
+            assert float(row["std_hu"]) == pytest.approx(values.std(ddof=1), rel=1e-6)
             assert float(row["median_hu"]) == np.median(values)
 
 
@@ -94,7 +94,7 @@ def test_derived_metrics_equal_reference(truth_stats, phantom):
         assert 0 < float(row["lama_pct"]) < 100
 
 
-def test_volumes_and_means_equal_slicer(segmented, phantom_file):
+def test_volumes_means_and_std_equal_slicer(segmented, phantom_file):
     """Load the written .seg.nrrd and the CT into real MRML; count and average the way Segment Statistics
     does (segment exported to a labelmap on the CT geometry, vtkImageAccumulate with a stencil)."""
     import slicer
@@ -126,6 +126,7 @@ def test_volumes_and_means_equal_slicer(segmented, phantom_file):
         assert int(rows[t.short]["voxel_count"]) == accumulate.GetVoxelCount()
         assert float(rows[t.short]["volume_cm3"]) == pytest.approx(accumulate.GetVoxelCount() * voxel_cm3, rel=1e-9)
         assert float(rows[t.short]["mean_hu"]) == pytest.approx(accumulate.GetMean()[0], rel=1e-9)
+        assert float(rows[t.short]["std_hu"]) == pytest.approx(accumulate.GetStandardDeviation()[0], rel=1e-6)
 
 
 def test_stats_of_corrected_segmentation_changes_only_edited_tissue(tmp_path, phantom, phantom_file, segmented):
