@@ -40,7 +40,7 @@ def cmd_segment(args):
         bar, update = _progress_bar("segmenting")
     try:
         report = segment_case(args.input, args.output, engine=args.engine, slices=args.slices,
-                              overwrite=args.overwrite, progress=update)
+                              overwrite=args.overwrite, progress=update, engine_options=_engine_options(args))
     finally:
         bar.close()
     print(f"{args.output}: segmented with the {report['engine']['engine']} engine")
@@ -82,7 +82,7 @@ def cmd_demo(args):
     bar, update = _progress_bar("segmenting")
     try:
         report = segment_case(out / "phantom_ct.nii.gz", out / "result", engine=args.engine,
-                              overwrite=args.overwrite, progress=update)
+                              overwrite=args.overwrite, progress=update, engine_options=_engine_options(args))
     finally:
         bar.close()
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "result" / "labels.nii.gz")))
@@ -124,6 +124,38 @@ def cmd_batch(args):
     return exit_code(cohort)
 
 
+def _add_network_options(p):
+    g = p.add_argument_group("network engine (nnunet, or auto when weights are installed)")
+    g.add_argument("--model", metavar="DIR", help="nnU-Net v2 2D results folder (default: $LEGSEGNET_MODEL, "
+                   "then the weights from 'legsegnet weights download')")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (identical to nnU-Net) or bf16 autocast (faster on CPUs with AMX/AVX512-BF16)")
+    g.add_argument("--mirroring", choices=("auto", "on", "off"), default="auto",
+                   help="test-time mirroring (auto: on for cuda, off for cpu, like the published app)")
+    g.add_argument("--accumulation", choices=("fp16", "fp32"), default="fp16",
+                   help="sliding-window accumulation dtype (fp16 reproduces nnunetv2 2.8)")
+
+
+def _engine_options(args):
+    return {"model": args.model, "device": args.device, "precision": args.precision,
+            "mirroring": {"auto": None, "on": True, "off": False}[args.mirroring], "accumulation": args.accumulation}
+
+
+def cmd_weights(args):
+    from . import weights
+    if args.action == "download":
+        folder, fetched = weights.download(revision=args.revision or weights.REVISION, force=args.force)
+        print(f"{folder}: {'downloaded and recorded' if fetched else 'already installed and verified'} "
+              f"(licence: {weights.LICENCE})")
+    else:
+        folder, source = weights.locate(args.model)
+        if folder is None:
+            raise InputError(f"{source}: {weights.HOW_TO_GET}")
+        manifest = weights.verify(folder)
+        print(f"{folder}: {len(manifest['files'])} files match their sha256")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="legsegnet", description="Lower-extremity CT tissue segmentation "
                                      "(SAT, muscle, IMAT, bone) and quantification.")
@@ -138,6 +170,7 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--progress-lines", action="store_true",
                    help="print 'PROGRESS done total' lines on stdout instead of a progress bar")
+    _add_network_options(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("stats", help="recompute the tables for a (corrected) segmentation")
@@ -160,7 +193,15 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--overwrite", action="store_true")
+    _add_network_options(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("weights", help="download or verify the published network weights (CC BY-NC 4.0)")
+    p.add_argument("action", choices=("download", "verify"))
+    p.add_argument("--revision", default=None, help="Hub revision to download (default: the pinned one)")
+    p.add_argument("--force", action="store_true", help="download again even if installed")
+    p.add_argument("--model", metavar="DIR", help="folder to verify (default: the installed weights)")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("batch", help="segment a cohort on Dask (resumable; exit 0 all done, 3 some failed, "
                        "2 bad arguments)")

@@ -63,9 +63,10 @@ def settings_digest(engine_report, slices=None):
 
 
 def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None,
-                 series_uid=None):
+                 series_uid=None, engine_options=None):
     """Segment one CT (series_uid: one series of a DICOM folder) and write every output into outdir
-    atomically. Returns the report dict."""
+    atomically. engine_options: engines.make_engine's keywords (model, device, precision, ...). Returns the
+    report dict."""
     timings = {}
     start = time.perf_counter()
     if Path(outdir).exists() and not overwrite:   # fail before the slow part
@@ -75,7 +76,8 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
     view = AxialView.of(ct.image)
     hu = view.to_canonical(ct.array)
     chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
-    engine_obj, reason = make_engine(engine) if isinstance(engine, str) else (engine, "given")
+    engine_obj, reason = (make_engine(engine, **(engine_options or {})) if isinstance(engine, str)
+                          else (engine, "given"))
     timings["read_s"] = time.perf_counter() - start
 
     t = time.perf_counter()
