@@ -415,7 +415,10 @@ def run_batch(inputs, outdir, engine="auto", engine_options=None, slices=None, w
     cases_dir = outdir / "cases"
     cases_dir.mkdir(parents=True, exist_ok=True)
     remove_partial_folders(cases_dir)
-    job = Job(os.fspath(cases_dir.resolve()), engine, dict(engine_options or {}), slices, force)
+    engine_options = dict(engine_options or {})
+    if engine_options.get("model"):      # workers may start elsewhere (a scheduler, a queue job)
+        engine_options["model"] = os.path.abspath(engine_options["model"])
+    job = Job(os.fspath(cases_dir.resolve()), engine, engine_options, slices, force)
     try:
         t = time.perf_counter()
         with dask_client(len(cases), workers, scheduler, cluster, cluster_config) as (client, execution):

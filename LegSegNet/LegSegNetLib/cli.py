@@ -111,7 +111,8 @@ def cmd_batch(args):
             print(cluster.job_script())
         return 0
     try:
-        cohort = run_batch(args.inputs, args.output, engine=args.engine, slices=args.slices, workers=args.workers,
+        cohort = run_batch(args.inputs, args.output, engine=args.engine, engine_options=_engine_options(args),
+                           slices=args.slices, workers=args.workers,
                            scheduler=args.scheduler, cluster=args.cluster, cluster_config=args.cluster_config,
                            force=args.force, keep_identifiers=args.keep_identifiers)
     except KeyboardInterrupt:
@@ -218,6 +219,7 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="rerun cases that are already done")
     p.add_argument("--keep-identifiers", action="store_true",
                    help="add DICOM patient name, ID and birth date to the cohort tables")
+    _add_network_options(p)      # each worker loads the model once with these settings
     p.set_defaults(func=cmd_batch)
     return parser
 

@@ -152,7 +152,7 @@ def test_patient_identifiers_never_reach_cohort_files(cohort):
 
 def test_keep_identifiers_adds_them_to_the_tables(cohort, tmp_path):
     inputs, _out, _run = cohort
-    assert run_cli("batch", inputs / "scans", "-o", tmp_path, "--workers", 1, "--keep-identifiers") == 0
+    assert run_cli("batch", inputs / "scans", "-o", tmp_path, "--workers", 1, "--keep-identifiers", "--engine", "threshold") == 0
     table = pd.read_csv(tmp_path / "cohort_metrics.csv", dtype=str)
     assert set(table["patient_name"]) == {PATIENT["name"]}
     assert set(table["patient_id"]) == {PATIENT["id"]}
@@ -189,10 +189,10 @@ def test_changed_input_or_settings_are_not_skipped(cohort, tmp_path):
     for name in ("knee_a.nii.gz", "knee_b.nrrd"):
         shutil.copy(inputs / name, moved / name)
     sitk.WriteImage(make_phantom(seed=11, shape=SHAPE).ct, str(moved / "knee_a.nii.gz"), useCompression=True)
-    assert run_cli("batch", moved, "-o", out, "--workers", 1) == 0
+    assert run_cli("batch", moved, "-o", out, "--workers", 1, "--engine", "threshold") == 0
     statuses = {c["case_id"]: c["status"] for c in read_json(out / "cohort.json")["cases"]}
     assert statuses == {"knee_a": "done", "knee_b": "skipped"}           # new bytes → rerun
-    assert run_cli("batch", moved / "knee_b.nrrd", "-o", out, "--workers", 1, "--slices", "2:6") == 0
+    assert run_cli("batch", moved / "knee_b.nrrd", "-o", out, "--workers", 1, "--slices", "2:6", "--engine", "threshold") == 0
     assert read_json(out / "cohort.json")["cases"][0]["status"] == "done"   # other settings → rerun
 
 
@@ -224,7 +224,7 @@ def test_discovery_of_folders_and_list_files(cohort, tmp_path):
 def test_missing_listed_file_is_a_failed_case_not_a_stopped_run(cohort, tmp_path):
     inputs, _out, _run = cohort
     (tmp_path / "list.txt").write_text(f"{inputs / 'knee_a.nii.gz'}\n{tmp_path / 'gone.nii.gz'}\n")
-    assert run_cli("batch", tmp_path / "list.txt", "-o", tmp_path / "out", "--workers", 1) == 3
+    assert run_cli("batch", tmp_path / "list.txt", "-o", tmp_path / "out", "--workers", 1, "--engine", "threshold") == 3
     failures = pd.read_csv(tmp_path / "out" / "failures.csv")
     assert list(failures["case_id"]) == ["gone"] and "no such file" in failures["message"][0]
     assert (tmp_path / "out" / "cases" / "knee_a" / "report.json").is_file()
