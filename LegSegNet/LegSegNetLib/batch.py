@@ -230,7 +230,7 @@ def run_case(case, job):
         if not job.force and is_finished(outdir, case, engine, job.slices):
             return {**result, "status": "skipped", "task_s": time.perf_counter() - start}
         segment_case(case.input, outdir, engine=engine, slices=job.slices, overwrite=True,
-                     series_uid=case.series_uid)
+                     series_uid=case.series_uid, engine_reason=reason)
         timings = json.loads((outdir / "report.json").read_text())["timings"]
         return {**result, "status": "done", "engine_s": timings["engine_s"], "task_s": time.perf_counter() - start}
     except InputError as err:

@@ -40,6 +40,9 @@ def atomic_folder(outdir, overwrite=False):
         raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".partial", dir=outdir.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)         # mkdtemp makes it private; results follow the user's umask like mkdir
     try:
         yield tmp
         if outdir.exists():
@@ -63,10 +66,10 @@ def settings_digest(engine_report, slices=None):
 
 
 def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None,
-                 series_uid=None, engine_options=None):
+                 series_uid=None, engine_options=None, engine_reason="given by the caller"):
     """Segment one CT (series_uid: one series of a DICOM folder) and write every output into outdir
-    atomically. engine_options: engines.make_engine's keywords (model, device, precision, ...). Returns the
-    report dict."""
+    atomically. engine: a name for engines.make_engine (with engine_options: model, device, precision, ...) or
+    an engine already loaded (engine_reason then says why it was chosen). Returns the report dict."""
     timings = {}
     start = time.perf_counter()
     if Path(outdir).exists() and not overwrite:   # fail before the slow part
@@ -77,7 +80,7 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
     hu = view.to_canonical(ct.array)
     chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
     engine_obj, reason = (make_engine(engine, **(engine_options or {})) if isinstance(engine, str)
-                          else (engine, "given"))
+                          else (engine, engine_reason))
     timings["read_s"] = time.perf_counter() - start
 
     t = time.perf_counter()

@@ -86,6 +86,7 @@ def test_good_cases_match_segment_and_bad_ones_are_reported(cohort, segmented_si
             assert (case / table).read_text() == (single / table).read_text(), (case_id, table)
         assert read_json(case / "report.json")["input_fingerprint"] == \
             read_json(single / "report.json")["input_fingerprint"]
+        assert read_json(case / "report.json")["engine"] == read_json(single / "report.json")["engine"]
 
     failures = pd.read_csv(out / "failures.csv")
     assert list(failures.columns) == ["case_id", "input", "kind", "message"]

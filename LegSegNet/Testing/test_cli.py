@@ -124,3 +124,12 @@ def test_module_entry_point_and_demo(tmp_path):
     assert OUTPUTS <= {p.name for p in (tmp_path / "demo" / "result").iterdir()}
     bad = subprocess.run([sys.executable, "-m", "LegSegNetLib", "segment"], capture_output=True, text=True)
     assert bad.returncode == 2
+
+
+def test_output_folder_follows_umask(tmp_path, phantom_file):
+    """The atomic temp folder is private while written; the result is as readable as a plain mkdir."""
+    import os
+    assert run_cli("segment", phantom_file, "-o", tmp_path / "out") == 0
+    (tmp_path / "plain").mkdir()
+    assert (tmp_path / "out").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
+    assert os.access(tmp_path / "out" / "report.json", os.R_OK)
