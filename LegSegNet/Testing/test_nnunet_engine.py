@@ -1,0 +1,187 @@
+"""The network engine end to end: accuracy through the CLI, engine choice, cancel, refusals, weights."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from LegSegNetLib.engines import make_engine
+from LegSegNetLib.errors import Cancelled, InputError
+from LegSegNetLib.nnunet import load_model
+from LegSegNetLib.phantom import make_phantom
+from LegSegNetLib.pipeline import segment_case
+from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.weights import verify, write_manifest
+
+from conftest import array, dice, run_cli
+
+TEST_MODEL = Path(__file__).parent / "Data" / "nnunet_test_model"
+CHECKPOINT = "fold_0/checkpoint_final.pth"
+
+
+@pytest.fixture(autouse=True)
+def no_installed_weights(tmp_path, monkeypatch):
+    """Every test starts with an empty weights cache and no LEGSEGNET_MODEL."""
+    monkeypatch.setenv("LEGSEGNET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LEGSEGNET_MODEL", raising=False)
+
+
+@pytest.fixture(scope="module")
+def fresh_phantom(tmp_path_factory):
+    """A phantom none of the test model's training phantoms (seeds 1000..1015) resembles exactly."""
+    folder = tmp_path_factory.mktemp("fresh")
+    phantom = make_phantom(seed=4242, shape=(16, 224, 288))
+    sitk.WriteImage(phantom.ct, str(folder / "ct.nii.gz"))
+    return folder / "ct.nii.gz", phantom
+
+
+def model_copy(tmp_path):
+    target = tmp_path / "model"
+    shutil.copytree(TEST_MODEL, target)
+    return target
+
+
+def test_test_model_fixture_is_small_and_complete():
+    files = {p.relative_to(TEST_MODEL).as_posix(): p.stat().st_size for p in TEST_MODEL.rglob("*") if p.is_file()}
+    assert {"plans.json", "dataset.json", CHECKPOINT} <= set(files), f"fixture incomplete: {sorted(files)}"
+    assert sum(files.values()) <= 5_000_000
+
+
+def test_dice_through_the_cli_on_a_fresh_phantom(tmp_path, fresh_phantom):
+    ct, phantom = fresh_phantom
+    out = tmp_path / "out"
+    assert run_cli("segment", ct, "-o", out, "--engine", "nnunet", "--model", TEST_MODEL) == 0
+    labels = array(sitk.ReadImage(str(out / "labels.nii.gz")))
+    truth = array(phantom.truth)
+    scores = {t.short: dice(labels == t.label, truth == t.label) for t in TISSUES}
+    print("Dice (nnunet test model, fresh phantom):", {k: round(v, 3) for k, v in scores.items()})
+    assert min(scores.values()) >= 0.80, scores
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"]["engine"] == "nnunet" and report["engine"]["precision"] == "fp32"
+    assert report["engine"]["accumulation"] == "fp16" and report["engine"]["mirroring"] is False
+    assert report["input_geometry"]["size"] == list(phantom.ct.GetSize())   # on the input's own grid
+
+
+def test_slices_without_body_are_not_sent(tmp_path):
+    engine, _ = make_engine("nnunet", model=TEST_MODEL)
+    hu = np.full((4, 200, 240), -1000, np.int16)
+    hu[1:3, 60:140, 40:200] = 50          # a limb-sized block of soft tissue in two slices
+    labels = engine.segment(hu, (5.0, 1.2, 1.2))
+    assert engine.report()["slices_sent_to_network"] == 2
+    assert not labels[0].any() and not labels[3].any()
+
+
+def test_auto_engine_choice_is_recorded(tmp_path, fresh_phantom, monkeypatch):
+    ct, _ = fresh_phantom
+    assert run_cli("segment", ct, "-o", tmp_path / "classical", "--slices", "0:2") == 0
+    engine = json.loads((tmp_path / "classical" / "report.json").read_text())["engine"]
+    assert engine["engine"] == "threshold" and "no network weights installed" in engine["reason"]
+
+    monkeypatch.setenv("LEGSEGNET_MODEL", str(TEST_MODEL))
+    assert run_cli("segment", ct, "-o", tmp_path / "network", "--slices", "0:2") == 0
+    engine = json.loads((tmp_path / "network" / "report.json").read_text())["engine"]
+    assert engine["engine"] == "nnunet" and "LEGSEGNET_MODEL" in engine["reason"]
+
+
+def test_nnunet_engine_without_weights_says_how_to_get_them(tmp_path, fresh_phantom, capsys):
+    ct, _ = fresh_phantom
+    assert run_cli("segment", ct, "-o", tmp_path / "out", "--engine", "nnunet") == 2
+    assert "legsegnet weights download" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cancel_leaves_no_output(tmp_path, fresh_phantom):
+    ct, _ = fresh_phantom
+    seen = []
+    with pytest.raises(Cancelled):
+        segment_case(ct, tmp_path / "out", engine="nnunet", engine_options={"model": TEST_MODEL},
+                     progress=lambda done, total: seen.append(done), cancel=lambda: len(seen) >= 1)
+    assert seen == [8]                        # one batch of 8 slices ran, then the cancel flag stopped it
+    assert list(tmp_path.iterdir()) == []     # no output folder, no partial folder
+
+
+def test_tampered_checkpoint_is_refused_without_running_it(tmp_path):
+    model = model_copy(tmp_path)
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint = torch.load(model / CHECKPOINT, weights_only=False)
+    checkpoint["logging"]["extra"] = Payload()
+    torch.save(checkpoint, model / CHECKPOINT)
+    with pytest.raises(InputError, match="refused"):
+        load_model(model)
+    assert not marker.exists()
+
+
+def test_three_d_configuration_is_refused(tmp_path):
+    model = model_copy(tmp_path)
+    plans = json.loads((model / "plans.json").read_text())
+    config = plans["configurations"]["2d"]
+    config["patch_size"] = [32, 128, 128]
+    plans["configurations"] = {"3d_fullres": config}
+    (model / "plans.json").write_text(json.dumps(plans))
+    checkpoint = torch.load(model / CHECKPOINT, weights_only=False)
+    checkpoint["init_args"]["configuration"] = "3d_fullres"
+    torch.save(checkpoint, model / CHECKPOINT)
+    with pytest.raises(InputError, match="is not 2D"):
+        load_model(model)
+
+
+def test_foreign_labels_are_refused(tmp_path, capsys):
+    model = model_copy(tmp_path)
+    dataset = json.loads((model / "dataset.json").read_text())
+    dataset["labels"] = {"background": 0, "liver": 1, "SM": 2, "IAT": 3, "Bone": 4}
+    (model / "dataset.json").write_text(json.dumps(dataset))
+    with pytest.raises(InputError, match="'liver' is not a LegSegNet tissue"):
+        load_model(model)
+
+
+def test_downloaded_weights_verified_and_corruption_refused(tmp_path, capsys):
+    installed = Path(os.environ["LEGSEGNET_CACHE"]) / "weights" / "LegSegNet"
+    shutil.copytree(TEST_MODEL, installed)
+    write_manifest(installed, {"repo": "local test copy"})
+    assert run_cli("weights", "verify") == 0
+    engine, reason = make_engine("auto")
+    assert engine.name == "nnunet" and "downloaded weights" in reason
+
+    with open(installed / CHECKPOINT, "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    assert run_cli("weights", "verify") == 2
+    assert "sha256 mismatch" in capsys.readouterr().err
+    with pytest.raises(InputError, match="corrupted weights"):
+        make_engine("auto")
+    with pytest.raises(InputError, match="corrupted"):
+        verify(installed)
+
+
+def test_download_offline_gives_a_clear_message(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LEGSEGNET_CACHE": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "LegSegNetLib", "weights", "download"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "could not download GogoChen/LegSegNet" in result.stderr and "--model DIR" in result.stderr
+    assert not list((tmp_path / "cache" / "weights").glob("*"))     # nothing half-downloaded left behind
+
+
+def test_core_works_without_torch(tmp_path):
+    """The classical path (and auto's fallback) must not need torch."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from LegSegNetLib.engines import make_engine\n"
+            "engine, reason = make_engine('auto')\n"
+            "print(engine.name, '|', reason)\n")
+    env = {**os.environ, "LEGSEGNET_MODEL": str(TEST_MODEL)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("threshold |") and "torch is not installed" in result.stdout
