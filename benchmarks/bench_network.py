@@ -157,7 +157,8 @@ def memory(args):
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"512x512x{args.depth} int16 ({hu.nbytes / 2**30:.2f} GiB) + labels ({labels.nbytes / 2**30:.2f} GiB): "
-          f"{elapsed:.0f} s, peak RSS {peak / 1024:.2f} GiB (before the engine ran: {before / 1024:.2f} GiB)")
+          f"{elapsed:.0f} s; peak RSS of the process {peak / 1024:.2f} GiB (peak before the engine ran, while "
+          f"building the input: {before / 1024:.2f} GiB)")
 
 
 def main():
