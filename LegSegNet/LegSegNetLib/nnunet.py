@@ -402,7 +402,7 @@ class NnUNetEngine:
         self.mirroring = (self.device == "cuda") if mirroring is None else bool(mirroring)
         self.predictor = SlicePredictor(self.model, self.device, precision, self.mirroring, accumulation, tile_step)
         self.batch_slices = max(1, int(batch_slices))
-        self.counts = {}
+        self.last_counts = {}     # slices seen / sent in the latest segment() call (not settings: kept out of report)
 
     def report(self):
         m, p = self.model, self.predictor
@@ -411,8 +411,7 @@ class NnUNetEngine:
                 "device": self.device, "precision": p.precision, "accumulation": p.accumulation,
                 "mirroring": bool(p.mirror_axes), "tile_step": p.tile_step,
                 "preprocessing": "clip [-200, 200] HU -> uint8 -> bicubic 256x256 -> nnU-Net CT normalisation",
-                "output": "class probabilities resampled (bilinear) to the native slice size, then argmax",
-                **self.counts}
+                "output": "class probabilities resampled (bilinear) to the native slice size, then argmax"}
 
     def segment(self, hu, spacing, progress=None, cancel=None):
         """Labels (uint8, canonical) for a canonical HU array (z, y, x); streamed in batches of slices."""
@@ -430,7 +429,7 @@ class NnUNetEngine:
                 sent += int(has_body.sum())
             if progress is not None:
                 progress(z1, total)
-        self.counts = {"slices_total": total, "slices_sent_to_network": sent}
+        self.last_counts = {"slices_total": total, "slices_sent_to_network": sent}
         return labels
 
     def segment_slices(self, slab):

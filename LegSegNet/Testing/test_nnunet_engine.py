@@ -73,7 +73,7 @@ def test_slices_without_body_are_not_sent(tmp_path):
     hu = np.full((4, 200, 240), -1000, np.int16)
     hu[1:3, 60:140, 40:200] = 50          # a limb-sized block of soft tissue in two slices
     labels = engine.segment(hu, (5.0, 1.2, 1.2))
-    assert engine.report()["slices_sent_to_network"] == 2
+    assert engine.last_counts == {"slices_total": 4, "slices_sent_to_network": 2}
     assert not labels[0].any() and not labels[3].any()
 
 
