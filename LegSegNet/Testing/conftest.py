@@ -86,3 +86,24 @@ def write_dicom_series(image, folder, modality="CT", patient_name="Test^Patient"
         writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
         writer.Execute(piece)
     return folder
+
+
+def slicer_segment_statistics(scene, segmentation, volume, segment_name):
+    """Voxel count, mean and sample std of the CT inside one segment, computed the way Segment Statistics'
+    plugins do (segment exported to a labelmap on the CT grid, vtkImageAccumulate with a stencil). The
+    SegmentStatistics scripted module itself is not in the slicer-core wheel."""
+    import slicer
+    import vtk
+    labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    ids = vtk.vtkStringArray()
+    ids.InsertNextValue(segmentation.GetSegmentation().GetSegmentIdBySegmentName(segment_name))
+    assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume)
+    stencil = vtk.vtkImageToImageStencil()
+    stencil.SetInputData(labelmap.GetImageData())
+    stencil.ThresholdByUpper(1)
+    stencil.Update()
+    accumulate = vtk.vtkImageAccumulate()
+    accumulate.SetInputData(volume.GetImageData())
+    accumulate.SetStencilData(stencil.GetOutput())
+    accumulate.Update()
+    return accumulate.GetVoxelCount(), accumulate.GetMean()[0], accumulate.GetStandardDeviation()[0]

@@ -22,6 +22,8 @@ import slicer   # the slicer-core wheel (test extra): real MRML without a Slicer
 import vtk
 from vtk.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 
+from conftest import slicer_segment_statistics
+
 # A direction that permutes and flips axes: index i runs along patient S→I, j along R→L, k along A→P.
 PERMUTED = (0, 1, 0,  0, 0, 1,  -1, 0, 0)
 
@@ -183,23 +185,11 @@ def test_segment_table_equals_slicers_own_computation(result, tmp_path):
     rows = {r["Segment"]: r for r in mrml.table_rows(result["tables"][0])}
     voxel_cm3 = np.prod(volume.GetSpacing()) / 1000
     for tissue in TISSUES:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentation.GetSegmentation().GetSegmentIdBySegmentName(tissue.short))
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume)
-        stencil = vtk.vtkImageToImageStencil()
-        stencil.SetInputData(labelmap.GetImageData())
-        stencil.ThresholdByUpper(1)
-        stencil.Update()
-        accumulate = vtk.vtkImageAccumulate()
-        accumulate.SetInputData(volume.GetImageData())
-        accumulate.SetStencilData(stencil.GetOutput())
-        accumulate.Update()
-        assert rows[tissue.short]["Voxel count"] == accumulate.GetVoxelCount()
-        assert rows[tissue.short]["Volume cm3"] == pytest.approx(accumulate.GetVoxelCount() * voxel_cm3, rel=1e-9)
-        assert rows[tissue.short]["Mean"] == pytest.approx(accumulate.GetMean()[0], rel=1e-9)
-        assert rows[tissue.short]["Standard deviation"] == pytest.approx(accumulate.GetStandardDeviation()[0],
-                                                                          rel=1e-9)
+        count, mean, std = slicer_segment_statistics(scene, segmentation, volume, tissue.short)
+        assert rows[tissue.short]["Voxel count"] == count
+        assert rows[tissue.short]["Volume cm3"] == pytest.approx(count * voxel_cm3, rel=1e-9)
+        assert rows[tissue.short]["Mean"] == pytest.approx(mean, rel=1e-9)
+        assert rows[tissue.short]["Standard deviation"] == pytest.approx(std, rel=1e-9)
 
 
 def _remove_left_imat(scene_result):

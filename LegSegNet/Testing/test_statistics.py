@@ -9,7 +9,7 @@ from LegSegNetLib.pipeline import stats_case
 from LegSegNetLib.statistics import LAMA_HU, NAMA_HU
 from LegSegNetLib.tissues import LEGS, SIDE_LABELS, TISSUES
 
-from conftest import array, run_cli
+from conftest import array, run_cli, slicer_segment_statistics
 
 
 def read_rows(path):
@@ -96,9 +96,8 @@ def test_derived_metrics_equal_reference(truth_stats, phantom):
 
 def test_volumes_means_and_std_equal_slicer(segmented, phantom_file):
     """Load the written .seg.nrrd and the CT into real MRML; count and average the way Segment Statistics
-    does (segment exported to a labelmap on the CT geometry, vtkImageAccumulate with a stencil)."""
+    does (conftest.slicer_segment_statistics)."""
     import slicer
-    import vtk
     scene = slicer.vtkMRMLScene()
     volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
@@ -111,22 +110,11 @@ def test_volumes_means_and_std_equal_slicer(segmented, phantom_file):
     rows = {r["tissue"]: r for r in read_rows(segmented / "statistics.csv") if r["leg"] == "both"}
     voxel_cm3 = np.prod(volume.GetSpacing()) / 1000
     for t in TISSUES:
-        labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(segmentation.GetSegmentation().GetSegmentIdBySegmentName(t.short))
-        assert slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(segmentation, ids, labelmap, volume)
-        stencil = vtk.vtkImageToImageStencil()
-        stencil.SetInputData(labelmap.GetImageData())
-        stencil.ThresholdByUpper(1)
-        stencil.Update()
-        accumulate = vtk.vtkImageAccumulate()
-        accumulate.SetInputData(volume.GetImageData())
-        accumulate.SetStencilData(stencil.GetOutput())
-        accumulate.Update()
-        assert int(rows[t.short]["voxel_count"]) == accumulate.GetVoxelCount()
-        assert float(rows[t.short]["volume_cm3"]) == pytest.approx(accumulate.GetVoxelCount() * voxel_cm3, rel=1e-9)
-        assert float(rows[t.short]["mean_hu"]) == pytest.approx(accumulate.GetMean()[0], rel=1e-9)
-        assert float(rows[t.short]["std_hu"]) == pytest.approx(accumulate.GetStandardDeviation()[0], rel=1e-6)
+        count, mean, std = slicer_segment_statistics(scene, segmentation, volume, t.short)
+        assert int(rows[t.short]["voxel_count"]) == count
+        assert float(rows[t.short]["volume_cm3"]) == pytest.approx(count * voxel_cm3, rel=1e-9)
+        assert float(rows[t.short]["mean_hu"]) == pytest.approx(mean, rel=1e-9)
+        assert float(rows[t.short]["std_hu"]) == pytest.approx(std, rel=1e-6)
 
 
 def test_stats_of_corrected_segmentation_changes_only_edited_tissue(tmp_path, phantom, phantom_file, segmented):
