@@ -21,11 +21,10 @@ from pathlib import Path
 
 from .engines import make_engine
 from .errors import InputError
+from .pipeline import OUTPUT_FILES as CASE_FILES
 from .pipeline import segment_case, settings_digest
-from .volumes import input_fingerprint, is_image_file
+from .volumes import IMAGE_SUFFIXES, input_fingerprint, is_image_file
 
-CASE_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
-              "report.json", "overview.png")
 CASE_MEMORY = 4 * 2**30        # generous working set of one case; bounds the default number of local workers
 WORKER_DEATHS_ALLOWED = 1      # a case whose worker dies is retried once elsewhere, then recorded as failed
 JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
@@ -134,7 +133,7 @@ def series_id(uid):
 def _file_id(relative):
     """Case id of an image file: its path relative to the input folder, without the image suffix."""
     name = str(relative)
-    for suffix in sorted((".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"), key=len, reverse=True):
+    for suffix in sorted(IMAGE_SUFFIXES, key=len, reverse=True):
         if name.lower().endswith(suffix):
             name = name[:-len(suffix)]
             break

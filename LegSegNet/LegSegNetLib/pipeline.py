@@ -19,6 +19,10 @@ from .sides import split_legs
 from .statistics import compute_statistics
 from .volumes import AxialView, fingerprint_files, read_ct, read_segmentation, write_labels, write_seg_nrrd
 
+# What `segment` writes into a case folder (a folder holding all of them is complete: it was renamed into place).
+OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
+                "report.json", "overview.png")
+
 
 def parse_slices(text, n_slices):
     """'A:B' (canonical axial indices, inferior first, B exclusive; either may be empty) → slice."""
