@@ -29,14 +29,12 @@ CALLOUTS = ["inputVolumeSelector", "outputSegmentationSelector", "engineComboBox
 
 def phantom_statistics():
     import SimpleITK as sitk
-    from LegSegNetLib.sides import split_legs
-    from LegSegNetLib.statistics import compute_statistics
+    from LegSegNetLib.pipeline import canonical_statistics
     ct = make_phantom(seed=0, shape=(16, 192, 256)).ct
     view = AxialView.of(ct)
     hu = view.to_canonical(sitk.GetArrayViewFromImage(ct))
     labels = make_engine("threshold")[0].segment(hu, view.spacing)
-    sides = split_legs(labels > 0, view.spacing[2], view.positions(ct, 2))
-    return compute_statistics(hu, labels, sides, view.spacing, view.positions(ct, 0))
+    return canonical_statistics(ct, view, hu, labels)
 
 
 def fill(view, header, rows):

@@ -24,10 +24,11 @@ import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
 from .sides import split_legs
-from .statistics import METRICS, STAT_COLUMNS, compute_statistics
+from .pipeline import canonical_statistics
+from .statistics import METRICS, STAT_COLUMNS
 from .tissues import LEGS, SIDE_LABELS, SIDE_MODIFIERS, TERMINOLOGY_CONTEXT, TISSUES, terminology_entry, \
     tissue_for_name
-from .volumes import AxialView, validate_ct
+from .volumes import AxialView, ijk_to_lps, validate_ct
 
 log = logging.getLogger(__name__)
 
@@ -138,17 +139,10 @@ def image_to_volume(image, scene, name="CT"):
     data.GetPointData().SetScalars(numpy_to_vtk(array.ravel(), deep=True))
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.SetAndObserveImageData(data)
-    ras = LPS_TO_RAS @ _ijk_to_lps(image)
+    ras = LPS_TO_RAS @ ijk_to_lps(image)
     node.SetIJKToRASMatrix(_vtk_matrix(ras))
     node.CreateDefaultDisplayNodes()
     return node
-
-
-def _ijk_to_lps(image):
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
 
 
 def _vtk_matrix(array):
@@ -338,13 +332,8 @@ def segmentation_to_labels(segmentation_node, volume_node):
 def core_statistics(image, labels, sides=None):
     """The core's statistics for labels (and optional leg sides) (k, j, i) on a SimpleITK CT image's grid."""
     view = AxialView.of(image)
-    hu = view.to_canonical(sitk.GetArrayViewFromImage(image))
-    canonical = view.to_canonical(labels)
-    if sides is None:
-        canonical_sides = split_legs(canonical > 0, view.spacing[2], view.positions(image, 2))
-    else:
-        canonical_sides = view.to_canonical(sides)
-    return compute_statistics(hu, canonical, canonical_sides, view.spacing, view.positions(image, 0))
+    return canonical_statistics(image, view, view.to_canonical(sitk.GetArrayViewFromImage(image)),
+                                view.to_canonical(labels), None if sides is None else view.to_canonical(sides))
 
 
 def segmentation_statistics(volume_node, segmentation_node):
@@ -558,7 +547,7 @@ class BackgroundRun:
             raise RuntimeError(f"no result: the run is {self.state}")
         image = sitk.ReadImage(str(self.output / "labels.nii.gz"))
         if image.GetSize() != self.image.GetSize() or not np.allclose(
-                _ijk_to_lps(image), _ijk_to_lps(self.image), atol=1e-3):
+                ijk_to_lps(image), ijk_to_lps(self.image), atol=1e-3):
             raise RuntimeError("the result is not on the input grid")
         return sitk.GetArrayFromImage(image).astype(np.uint8)
 
@@ -591,8 +580,7 @@ def _kill_tree(process):
 def leg_sides(labels, image):
     """Side map (k, j, i) of the core's left/right split for labels on the image's grid."""
     view = AxialView.of(image)
-    canonical = view.to_canonical(labels)
-    return view.from_canonical(split_legs(canonical > 0, view.spacing[2], view.positions(image, 2)))
+    return view.from_canonical(split_legs(view.to_canonical(labels) > 0, view, image))
 
 
 def import_result(run, volume_node, segmentation_node=None, split=False, overwrite=False, name=None):

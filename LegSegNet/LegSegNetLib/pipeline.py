@@ -111,10 +111,17 @@ def stats_case(ct_path, segmentation_path, outdir, overwrite=False):
     return report
 
 
+def canonical_statistics(image, view, hu, labels, sides=None):
+    """Statistics of canonical labels on the CT `image` (hu: its canonical array, view: its AxialView); the legs
+    are split from the labels unless a canonical side map is given."""
+    if sides is None:
+        sides = split_legs(labels > 0, view, image)
+    return compute_statistics(hu, labels, sides, view.spacing, view.positions(image, 0))
+
+
 def write_results(ct, view, hu, labels, outdir, report, timings, overwrite, with_labels=True):
     t = time.perf_counter()
-    sides = split_legs(labels > 0, view.spacing[2], view.positions(ct.image, 2))
-    stats = compute_statistics(hu, labels, sides, view.spacing, view.positions(ct.image, 0))
+    stats = canonical_statistics(ct.image, view, hu, labels)
     timings["statistics_s"] = time.perf_counter() - t
     with atomic_folder(outdir, overwrite) as tmp:
         t = time.perf_counter()

@@ -39,9 +39,10 @@ def split_positions(mask, pixel_x_mm, x_lps):
     return np.where(valid, valley, fallback)
 
 
-def split_legs(mask, pixel_x_mm, x_lps):
-    """Side map (tissues.SIDE_LABELS) for a canonical boolean mask of the legs."""
-    split = split_positions(mask, pixel_x_mm, x_lps)
+def split_legs(mask, view, image):
+    """Side map (tissues.SIDE_LABELS) for a canonical boolean mask of the legs in `image` seen through `view`
+    (volumes.AxialView)."""
+    split = split_positions(mask, view.spacing[2], view.positions(image, 2))
     columns = np.arange(mask.shape[2])
     left = columns[None, None, :] >= split[:, None, None]
     sides = np.where(left, SIDE_LABELS["left"], SIDE_LABELS["right"]).astype(np.uint8)

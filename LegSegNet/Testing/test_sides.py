@@ -16,7 +16,7 @@ from test_io import ODD_DIRECTIONS
 
 def side_map(phantom, mask):
     view = AxialView.of(phantom.ct)
-    sides = split_legs(view.to_canonical(mask), view.spacing[2], view.positions(phantom.ct, 2))
+    sides = split_legs(view.to_canonical(mask), view, phantom.ct)
     return view.from_canonical(sides)
 
 
