@@ -71,12 +71,13 @@ def resize_cubic(images, size=NET_SIZE):
     if (h, w) == (size, size):
         return images.astype(np.uint8, copy=True)
     xi, xw, x_border = _cubic_taps(w, size)
-    p = [images[:, :, xi[:, k]].astype(np.float32) * xw[:, k] for k in range(4)]       # each n, h, size
+    # np.take gathers several times faster than fancy indexing
+    p = [np.take(images, xi[:, k], axis=2).astype(np.float32) * xw[:, k] for k in range(4)]   # each n, h, size
     rows = (p[0] + p[1]) + (p[2] + p[3])
     edge = np.flatnonzero(x_border)           # OpenCV's scalar border loop adds the taps in sequence
     rows[:, :, edge] = ((p[0][:, :, edge] + p[1][:, :, edge]) + p[2][:, :, edge]) + p[3][:, :, edge]
     yi, yw, _ = _cubic_taps(h, size)
-    r = [rows[:, yi[:, k], :] for k in range(4)]                                       # each n, size, size
+    r = [np.take(rows, yi[:, k], axis=1) for k in range(4)]                             # each n, size, size
     b = [yw[:, k][:, None] for k in range(4)]
     out = _fma(r[0], b[0], r[1] * b[1]) + _fma(r[2], b[2], r[3] * b[3])
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
@@ -441,7 +442,7 @@ class NnUNetEngine:
             native = torch.nn.functional.interpolate(probabilities, size=slab.shape[1:], mode="bilinear",
                                                      align_corners=False)
             channels = first_argmax(native).cpu().numpy()
-        return self.model.lut[channels]
+        return np.take(self.model.lut, channels)
 
 
 def first_argmax(scores):
