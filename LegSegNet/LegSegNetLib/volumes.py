@@ -1,7 +1,9 @@
 """CT and segmentation I/O on the input's own grid, and the axial (canonical) view engines work in."""
+import gzip
 import hashlib
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,8 +59,31 @@ def read_ct(path, series_uid=None):
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise InputError(f"{path}: cannot be read as an image ({first[-1] if first else 'unknown error'})") from None
+    if path.lower().endswith((".nii", ".nii.gz")) and _nifti_has_nan(path):
+        raise InputError(f"{path}: holds NaN values")
     validate_ct(image, path)
     return CtVolume(image, path, notes, files)
+
+
+NIFTI_FLOATS = {16: np.float32, 64: np.float64}   # NIfTI-1 datatype codes
+
+
+def _nifti_has_nan(path, chunk=1 << 24):
+    """ITK's NIfTI reader turns NaN into 0, which would pass as 0 HU: look at the stored floats ourselves."""
+    with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as f:
+        header = f.read(348)
+        if len(header) < 348:
+            return False
+        endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+        datatype = struct.unpack(endian + "h", header[70:72])[0]
+        if datatype not in NIFTI_FLOATS:          # integer voxels (most CT) cannot hold NaN
+            return False
+        f.seek(int(struct.unpack(endian + "f", header[108:112])[0]))
+        dtype = np.dtype(NIFTI_FLOATS[datatype]).newbyteorder(endian)
+        while block := f.read(chunk - chunk % dtype.itemsize):
+            if np.isnan(np.frombuffer(block[:len(block) - len(block) % dtype.itemsize], dtype)).any():
+                return True
+    return False
 
 
 def list_dicom_series(path):

@@ -45,6 +45,9 @@ def bad_inputs(tmp_path, phantom):
         sitk.WriteImage(image, str(path))
         cases[name] = (path, message)
     cases["MR DICOM"] = (write_dicom_series(phantom.ct, tmp_path / "mr", modality="MR"), "modality is MR")
+    nan_nifti = tmp_path / "NaN.nii.gz"           # ITK's own reader would hand these NaNs over as 0 HU
+    sitk.WriteImage(images["NaN"][0], str(nan_nifti))
+    cases["NaN NIfTI"] = (nan_nifti, "NaN")
     return cases
 
 
