@@ -70,7 +70,7 @@ def cmd_demo(args):
     import numpy as np
     import SimpleITK as sitk
     from .phantom import make_phantom
-    from .pipeline import segment_case
+    from .pipeline import OUTPUT_FILES, segment_case
     from .tissues import TISSUES
     out = Path(args.output or f"legsegnet-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
@@ -97,8 +97,7 @@ def cmd_demo(args):
         print(f"{t.short:<6} {float(rows[t.short, 'left']['volume_cm3']):>10.1f} "
               f"{float(rows[t.short, 'right']['volume_cm3']):>10.1f} "
               f"{float(rows[t.short, 'both']['mean_hu']):>8.1f} {dice:>6.3f}")
-    print(f"outputs: {out / 'result'} (labels.nii.gz, segmentation.seg.nrrd, statistics.csv, slices.csv, "
-          "metrics.csv, report.json, overview.png)")
+    print(f"outputs: {out / 'result'} ({', '.join(OUTPUT_FILES)})")
 
 
 def cmd_batch(args):
