@@ -15,6 +15,7 @@ Prints (a)/(b), (b)/(c) and whether the 256x256 masks agree pixel for pixel.
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -159,6 +160,19 @@ def memory(args):
     print(f"512x512x{args.depth} int16 ({hu.nbytes / 2**30:.2f} GiB) + labels ({labels.nbytes / 2**30:.2f} GiB): "
           f"{elapsed:.0f} s; peak RSS of the process {peak / 1024:.2f} GiB (peak before the engine ran, while "
           f"building the input: {before / 1024:.2f} GiB)")
+    # the whole product path in a fresh process: read, engine, statistics, every output written
+    with tempfile.TemporaryDirectory() as folder:
+        image = sitk.GetImageFromArray(hu)
+        image.SetSpacing((0.8, 0.8, 1.0))
+        sitk.WriteImage(image, f"{folder}/ct.nii")
+        del hu, labels, image
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "LegSegNetLib", "segment", f"{folder}/ct.nii", "-o", f"{folder}/out",
+                        "--engine", "nnunet", "--model", str(TEST_MODEL)], check=True, stderr=subprocess.DEVNULL)
+        elapsed = time.perf_counter() - start
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    print(f"legsegnet segment (nnunet, test model) on the same volume: {elapsed:.0f} s; peak RSS {child:.2f} GiB "
+          f"(target <= 4 GiB: {'met' if child <= 4 else 'NOT met'})")
 
 
 def main():
