@@ -468,7 +468,7 @@ class BackgroundRun:
 
     def start(self):
         self.folder = Path(tempfile.mkdtemp(prefix="legsegnet-"))
-        sitk.WriteImage(self.image, str(self.folder / "input.nrrd"), useCompression=True)
+        sitk.WriteImage(self.image, str(self.folder / "input.nrrd"), useCompression=False)   # temporary: speed over size
         command = [self.python, "-m", "LegSegNetLib", "segment", str(self.folder / "input.nrrd"),
                    "-o", str(self.output), "--engine", self.engine, "--progress-lines", *self.engine_args]
         if self.slices:
