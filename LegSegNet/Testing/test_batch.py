@@ -261,3 +261,21 @@ def test_slurm_job_script_holds_the_requested_resources(tmp_path, capsys):
     assert run_cli("batch", tmp_path, "-o", tmp_path / "out", "--cluster", "slurm", "--cluster-config", config,
                    "--print-job-script") == 2
     assert "no_such_option" in capsys.readouterr().err
+
+
+def test_network_engine_is_loaded_once_per_worker_and_matches_segment(tmp_path):
+    """The network options reach the workers; each worker loads the model once; labels equal `segment`'s."""
+    model = REPO / "LegSegNet" / "Testing" / "Data" / "nnunet_test_model"
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for seed in (1, 2):
+        sitk.WriteImage(make_phantom(seed=seed, shape=SHAPE).ct, str(inputs / f"leg{seed}.nii.gz"))
+    run = run_batch_process(inputs, "-o", tmp_path / "out", "--workers", 1, "--engine", "nnunet", "--model", model)
+    assert run.returncode == 0, run.stderr
+    record = read_json(tmp_path / "out" / "cohort.json")
+    assert record["model_loads"] == 1 and record["engine"]["engine"] == "nnunet"
+    assert run_cli("segment", inputs / "leg1.nii.gz", "-o", tmp_path / "single", "--engine", "nnunet",
+                   "--model", model) == 0
+    np.testing.assert_array_equal(array(sitk.ReadImage(str(tmp_path / "out" / "cases" / "leg1" / "labels.nii.gz"))),
+                                  array(sitk.ReadImage(str(tmp_path / "single" / "labels.nii.gz"))))
+    assert read_json(tmp_path / "out" / "cases" / "leg1" / "report.json")["engine"]["engine"] == "nnunet"
