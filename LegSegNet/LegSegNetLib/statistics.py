@@ -80,13 +80,11 @@ def compute_statistics(hu, labels, sides, spacing, positions_mm):
                          "volume_cm3": n * voxel_cm3, "mean_hu": mean, "std_hu": float(np.sqrt(max(var, 0.0))) if n > 1 else float("nan"),
                          "median_hu": medians[tissue.label, leg]})
         metrics.append({"leg": leg, **derived_metrics(sums, voxel_cm3)})
-    slices = []
-    for z in range(per_slice.shape[0]):
-        row = {"slice": z, "position_mm": float(positions_mm[z])}
-        for tissue in TISSUES:
-            for leg in LEGS:
-                row[f"{tissue.short}_{leg}_cm2"] = float(_leg_sum(per_slice[z], leg)[tissue.label]) * pixel_cm2
-        slices.append(row)
+    columns = {"slice": np.arange(per_slice.shape[0]), "position_mm": np.asarray(positions_mm, float)}
+    for tissue in TISSUES:
+        for leg in LEGS:
+            columns[f"{tissue.short}_{leg}_cm2"] = _leg_sum(per_slice, leg)[:, tissue.label] * pixel_cm2
+    slices = [dict(zip(columns, values)) for values in zip(*(c.tolist() for c in columns.values()))]
     return Statistics(rows, slices, metrics)
 
 
