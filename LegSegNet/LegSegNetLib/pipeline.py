@@ -1,6 +1,7 @@
 """The per-case work shared by the CLI, the Slicer module and cohort runs."""
 import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -18,6 +19,8 @@ from .overview import write_overview
 from .sides import split_legs
 from .statistics import compute_statistics
 from .volumes import AxialView, fingerprint_files, read_ct, read_segmentation, write_labels, write_seg_nrrd
+
+log = logging.getLogger(__name__)
 
 # What `segment` writes into a case folder (a folder holding all of them is complete: it was renamed into place).
 OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
@@ -91,6 +94,10 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
     labels = np.zeros(hu.shape, np.uint8)
     labels[chosen] = engine_obj.segment(hu[chosen], view.spacing, progress=progress, cancel=cancel)
     timings["engine_s"] = time.perf_counter() - t
+    if not labels.any():
+        note = "no leg tissue was found: every table is empty (is a limb in the field of view?)"
+        log.warning(note)
+        ct.notes.append(note)
     report = {"engine": {**engine_obj.report(), "reason": reason},
               "slices": slices or "all", "notes": ct.notes, "input_fingerprint": fingerprint,
               "settings_digest": settings_digest(engine_obj.report(), slices)}

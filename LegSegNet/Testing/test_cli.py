@@ -136,3 +136,14 @@ def test_output_folder_follows_umask(tmp_path, phantom_file):
     (tmp_path / "plain").mkdir()
     assert (tmp_path / "out").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
     assert os.access(tmp_path / "out" / "report.json", os.R_OK)
+
+
+def test_scan_without_legs_says_so(tmp_path, caplog):
+    """Air and a CT table only: the run completes, and a warning and report.json say nothing was found."""
+    hu = np.full((5, 100, 100), -1000, np.int16)
+    hu[:, 80:83, :] = 300                                      # the table
+    sitk.WriteImage(volume(hu), str(tmp_path / "air.nii.gz"))
+    assert run_cli("segment", tmp_path / "air.nii.gz", "-o", tmp_path / "out") == 0
+    assert "no leg tissue was found" in caplog.text
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any("no leg tissue" in note for note in report["notes"])
