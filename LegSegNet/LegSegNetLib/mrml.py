@@ -28,7 +28,7 @@ from .pipeline import canonical_statistics
 from .statistics import METRICS, STAT_COLUMNS
 from .tissues import LEGS, SIDE_LABELS, SIDE_MODIFIERS, TERMINOLOGY_CONTEXT, TISSUES, terminology_entry, \
     tissue_for_name
-from .volumes import AxialView, ijk_to_lps, validate_ct
+from .volumes import AxialView, ijk_to_lps, image_from_matrix, validate_ct
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,7 @@ def volume_array(volume_node):
 def volume_to_image(volume_node):
     """SimpleITK image (LPS geometry) holding a copy of the node's voxels. The node's own IJK→RAS is used;
     parent transforms are not applied (the segmentation is placed under the same transform)."""
-    image = sitk.GetImageFromArray(np.array(volume_array(volume_node)))
-    lps = LPS_TO_RAS @ ijk_to_ras(volume_node)
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin(lps[:3, 3].tolist())
-    return image
+    return image_from_matrix(np.array(volume_array(volume_node)), LPS_TO_RAS @ ijk_to_ras(volume_node))
 
 
 def image_to_volume(image, scene, name="CT"):

@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from .classical import body_mask
 from .errors import Cancelled, InputError
-from .tissues import tissue_for_name
+from .tissues import ALIASES, TISSUES, tissue_for_name
 
 HU_WINDOW = (-200.0, 200.0)
 NET_SIZE = 256
@@ -163,7 +163,7 @@ def label_table(dataset):
         tissue = tissue_for_name(name)
         if tissue is None:
             raise InputError(f"dataset.json label '{name}' is not a LegSegNet tissue "
-                             "(expected SAT, SM, IMAT/IAT, Bone)")
+                             f"(expected {', '.join(t.short for t in TISSUES)}, or an alias: {', '.join(ALIASES)})")
         lut[channel], names[name] = tissue.label, tissue.short
     if len(set(names.values())) != len(names):
         raise InputError(f"dataset.json maps two labels onto one tissue ({names})")

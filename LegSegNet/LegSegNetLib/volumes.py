@@ -223,6 +223,17 @@ def labels_image(labels, reference):
     return image
 
 
+def image_from_matrix(array, ijk_to_lps_matrix):
+    """A SimpleITK image of a (k, j, i) array placed by a 4×4 IJK→LPS matrix (the inverse of ijk_to_lps)."""
+    matrix = np.asarray(ijk_to_lps_matrix, dtype=float)
+    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection((matrix[:3, :3] / spacing).flatten().tolist())
+    image.SetOrigin(matrix[:3, 3].tolist())
+    return image
+
+
 def write_labels(labels, reference, path):
     sitk.WriteImage(labels_image(labels, reference), os.fspath(path), useCompression=True)
 
@@ -291,13 +302,7 @@ def _seg_nrrd_as_label_image(path):
             raise InputError(f"{path}: segment '{segment.get('name')}' is not one of "
                              f"{', '.join(t.short for t in TISSUES)}")
         labels[slicerio.segment_mask(seg, segment)] = tissue.label
-    matrix = np.array(seg["ijkToLPS"], dtype=float)
-    spacing = np.linalg.norm(matrix[:3, :3], axis=0)
-    image = sitk.GetImageFromArray(labels.transpose(2, 1, 0))
-    image.SetSpacing(spacing.tolist())
-    image.SetDirection((matrix[:3, :3] / spacing).flatten().tolist())
-    image.SetOrigin(matrix[:3, 3].tolist())
-    return image
+    return image_from_matrix(labels.transpose(2, 1, 0), seg["ijkToLPS"])
 
 
 def _same_grid(a, b, tol=1e-4):
