@@ -428,7 +428,8 @@ def export_tables_csv(table_nodes, folder):
 
 def export_labels(volume_node, segmentation_node, path):
     """Tissue labels on the CT grid: `.seg.nrrd` (named, coloured segments) or any label image (NIfTI...)."""
-    from .volumes import write_labels, write_seg_nrrd
+    from .segmentations import write_seg_nrrd
+    from .volumes import write_labels
     image = volume_to_image(volume_node)
     labels, _sides = segmentation_to_labels(segmentation_node, volume_node)
     if str(path).lower().endswith(".seg.nrrd"):

@@ -18,7 +18,8 @@ from .errors import InputError
 from .overview import write_overview
 from .sides import split_legs
 from .statistics import compute_statistics
-from .volumes import AxialView, fingerprint_files, read_ct, read_segmentation, write_labels, write_seg_nrrd
+from .segmentations import read_segmentation, write_seg_nrrd
+from .volumes import AxialView, fingerprint_files, read_ct, write_labels
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,15 @@
-"""CT and segmentation I/O on the input's own grid, and the axial (canonical) view engines work in."""
-import gzip
+"""Reading CT volumes (image files, DICOM series) with their geometry, label images on the input's own grid,
+and the axial (canonical) view engines work in."""
 import hashlib
-import logging
 import os
-import struct
 from dataclasses import dataclass, field
 
 import numpy as np
 import SimpleITK as sitk
 
+from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
-from .tissues import TISSUES, terminology_entry, tissue_for_name
-
-log = logging.getLogger(__name__)
+from .image_files import nifti_has_nan
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -500          # every CT of a limb holds air below this; MR and raw detector values do not
@@ -51,7 +48,7 @@ def read_ct(path, series_uid=None):
     notes = []
     try:
         if os.path.isdir(path):
-            image, files = _read_dicom_folder(path, notes, series_uid)
+            image, files = read_dicom_folder(path, notes, series_uid)
         else:
             image, files = sitk.ReadImage(path), _image_files(path)
     except InputError:
@@ -59,41 +56,10 @@ def read_ct(path, series_uid=None):
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise InputError(f"{path}: cannot be read as an image ({first[-1] if first else 'unknown error'})") from None
-    if path.lower().endswith((".nii", ".nii.gz")) and _nifti_has_nan(path):
+    if path.lower().endswith((".nii", ".nii.gz")) and nifti_has_nan(path):
         raise InputError(f"{path}: holds NaN values")
     validate_ct(image, path)
     return CtVolume(image, path, notes, files)
-
-
-NIFTI_FLOATS = {16: np.float32, 64: np.float64}   # NIfTI-1 datatype codes
-
-
-def _nifti_has_nan(path, chunk=1 << 24):
-    """ITK's NIfTI reader turns NaN into 0, which would pass as 0 HU: look at the stored floats ourselves."""
-    with (gzip.open if path.lower().endswith(".gz") else open)(path, "rb") as f:
-        header = f.read(348)
-        if len(header) < 348:
-            return False
-        endian = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
-        datatype = struct.unpack(endian + "h", header[70:72])[0]
-        if datatype not in NIFTI_FLOATS:          # integer voxels (most CT) cannot hold NaN
-            return False
-        f.seek(int(struct.unpack(endian + "f", header[108:112])[0]))
-        dtype = np.dtype(NIFTI_FLOATS[datatype]).newbyteorder(endian)
-        while block := f.read(chunk - chunk % dtype.itemsize):
-            if np.isnan(np.frombuffer(block[:len(block) - len(block) % dtype.itemsize], dtype)).any():
-                return True
-    return False
-
-
-def list_dicom_series(path):
-    """{SeriesInstanceUID: file names in slice order} for every DICOM series in a folder and its subfolders."""
-    reader = sitk.ImageSeriesReader()
-    series = {}
-    for root, _dirs, _files in os.walk(path):
-        for uid in reader.GetGDCMSeriesIDs(root) or ():
-            series.setdefault(uid, list(reader.GetGDCMSeriesFileNames(root, uid)))
-    return series
 
 
 def _image_files(path):
@@ -124,29 +90,6 @@ def fingerprint_files(files):
             for block in iter(lambda: f.read(1 << 22), b""):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()
-
-
-def _read_dicom_folder(path, notes, series_uid=None):
-    reader = sitk.ImageSeriesReader()
-    series = list_dicom_series(path)
-    if series_uid is not None:   # one named series (cohort runs: each series is its own case)
-        if series_uid not in series:
-            raise InputError(f"{path}: the requested DICOM series is not in this folder")
-        series = {series_uid: series[series_uid]}
-    if not series:
-        raise InputError(f"{path}: folder holds no DICOM series")
-    uid, files = max(series.items(), key=lambda item: len(item[1]))
-    if len(series) > 1:
-        note = f"{len(series)} DICOM series found; using the largest ({len(files)} files, {uid})"
-        log.warning(note)
-        notes.append(note)
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
-    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
-    if modality and modality != "CT":
-        raise InputError(f"{path}: DICOM modality is {modality}, not CT")
-    return image, files
 
 
 def validate_ct(image, name="input"):
@@ -243,83 +186,3 @@ def ijk_to_lps(image):
     matrix[:3, :3] = np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     matrix[:3, 3] = image.GetOrigin()
     return matrix
-
-
-def write_seg_nrrd(labels, reference, path):
-    """Write a Slicer segmentation: one shared labelmap layer, a named, coloured segment per tissue."""
-    import slicerio.segmentation
-    segments = []
-    for tissue in TISSUES:
-        segments.append({
-            "id": tissue.short, "name": tissue.short, "labelValue": tissue.label, "layer": 0,
-            "color": list(tissue.color_float), "nameAutoGenerated": False, "colorAutoGenerated": False,
-            "terminology": slicerio.segmentation.terminology_entry_from_string(terminology_entry(tissue)),
-        })
-    segmentation = {
-        "voxels": np.ascontiguousarray(np.asarray(labels, dtype=np.uint8).transpose(2, 1, 0)),  # i, j, k
-        "ijkToLPS": ijk_to_lps(reference),
-        "containedRepresentationNames": ["Binary labelmap"],
-        "masterRepresentation": "Binary labelmap",
-        "segments": segments,
-    }
-    slicerio.write_segmentation(os.fspath(path), segmentation)
-
-
-def read_segmentation(path, reference):
-    """Tissue labels (k, j, i) on the reference CT's grid from a .seg.nrrd or a label image."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"{path}: no such file")
-    try:
-        if path.lower().endswith(".seg.nrrd"):
-            image = _seg_nrrd_as_label_image(path)
-        else:
-            image = sitk.ReadImage(path)
-    except RuntimeError as err:
-        raise InputError(f"{path}: cannot be read as a segmentation ({str(err).strip().splitlines()[-1]})") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: a segmentation must be one 3D label volume")
-    values = np.unique(sitk.GetArrayViewFromImage(image))
-    known = {0} | {t.label for t in TISSUES}
-    if not set(values.tolist()) <= known:
-        raise InputError(f"{path}: label values {sorted(set(values.tolist()) - known)} are not tissue labels 1..4")
-    if not _same_grid(image, reference):
-        _check_overlap(image, reference, path)
-        image = sitk.Resample(sitk.Cast(image, sitk.sitkUInt8), reference, sitk.Transform(),
-                              sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return sitk.GetArrayFromImage(image).astype(np.uint8)
-
-
-def _seg_nrrd_as_label_image(path):
-    import slicerio.segmentation
-    seg = slicerio.read_segmentation(path)
-    voxels = seg["voxels"]
-    shape = voxels.shape[-3:]
-    labels = np.zeros(shape, np.uint8)
-    for segment in seg["segments"]:
-        tissue = tissue_for_name(segment.get("name", ""))
-        if tissue is None:
-            raise InputError(f"{path}: segment '{segment.get('name')}' is not one of "
-                             f"{', '.join(t.short for t in TISSUES)}")
-        labels[slicerio.segment_mask(seg, segment)] = tissue.label
-    return image_from_matrix(labels.transpose(2, 1, 0), seg["ijkToLPS"])
-
-
-def _same_grid(a, b, tol=1e-4):
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
-
-
-def _check_overlap(image, reference, path):
-    """Refuse segmentations that do not lie on the CT at all (a different scan)."""
-    def corners(img):
-        size = np.array(img.GetSize()) - 1
-        pts = [img.TransformContinuousIndexToPhysicalPoint((size * np.array(c)).tolist())
-               for c in np.ndindex(2, 2, 2)]
-        return np.min(pts, axis=0), np.max(pts, axis=0)
-    lo_a, hi_a = corners(image)
-    lo_b, hi_b = corners(reference)
-    if np.any(hi_a < lo_b - 1) or np.any(hi_b < lo_a - 1):
-        raise InputError(f"{path}: the segmentation does not overlap the CT volume")

@@ -7,7 +7,8 @@ import slicerio.segmentation as slicerio_seg
 from LegSegNetLib.errors import InputError
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.tissues import TISSUES, terminology_entry
-from LegSegNetLib.volumes import AxialView, read_ct, read_segmentation
+from LegSegNetLib.segmentations import read_segmentation
+from LegSegNetLib.volumes import AxialView, read_ct
 
 from conftest import array, dice, real_case, run_cli, write_dicom_series
 

@@ -327,7 +327,7 @@ def test_export_labels_and_tables(result, tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(image), result["labels"])
     assert np.allclose(image.GetDirection(), result["phantom"].ct.GetDirection())
     seg_nrrd = mrml.export_labels(volume, segmentation, tmp_path / "labels.seg.nrrd")
-    from LegSegNetLib.volumes import read_segmentation
+    from LegSegNetLib.segmentations import read_segmentation
     assert np.array_equal(read_segmentation(seg_nrrd, result["phantom"].ct), result["labels"])
     paths = mrml.export_tables_csv(result["tables"], tmp_path)
     import csv
