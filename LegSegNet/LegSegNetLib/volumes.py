@@ -83,13 +83,18 @@ def input_fingerprint(path, series_uid=None):
 
 
 def fingerprint_files(files):
+    """sha256 of the sorted sha256 digests of the files' contents: names, folders and order do not count, so a
+    renamed or moved input (a DICOM series whose files were renamed too) is recognised as the same input."""
+    digests = sorted(_content_sha256(name) for name in files)
+    return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def _content_sha256(path):
     digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(os.path.basename(name).encode() + b"\0")
-        with open(name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def validate_ct(image, name="input"):

@@ -17,6 +17,7 @@ from LegSegNetLib.nnunet import load_model
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.pipeline import segment_case
 from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.volumes import AxialView
 from LegSegNetLib.weights import verify, write_manifest
 
 from conftest import array, dice, run_cli
@@ -185,3 +186,32 @@ def test_core_works_without_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("threshold |") and "torch is not installed" in result.stdout
+
+
+def test_labels_follow_dataset_json_names_not_channel_order(tmp_path, fresh_phantom):
+    """The same network with its output channels permuted and dataset.json listing the labels in that new order
+    must give the same tissue labels: the mapping goes by name, not by channel number."""
+    model = model_copy(tmp_path)
+    new_order = ["background", "Bone", "IAT", "SAT", "SM"]          # channel → name in the permuted model
+    old_channel = {"background": 0, "SAT": 1, "SM": 2, "IAT": 3, "Bone": 4}   # the test model's dataset.json
+    permutation = torch.tensor([old_channel[name] for name in new_order])
+    checkpoint = torch.load(model / CHECKPOINT, weights_only=False)
+    weights = checkpoint["network_weights"]
+    seg_layers = [k for k in weights if k.startswith("decoder.seg_layers.")]
+    assert seg_layers, "the test model's final layers moved; update this test"
+    for key in seg_layers:
+        weights[key] = weights[key][permutation].clone()
+    torch.save(checkpoint, model / CHECKPOINT)
+    dataset = json.loads((model / "dataset.json").read_text())
+    dataset["labels"] = {name: channel for channel, name in enumerate(new_order)}
+    (model / "dataset.json").write_text(json.dumps(dataset))
+
+    ct, phantom = fresh_phantom
+    view = AxialView.of(phantom.ct)
+    hu, spacing = view.to_canonical(array(phantom.ct)), view.spacing
+    original, _ = make_engine("nnunet", model=TEST_MODEL)
+    permuted, _ = make_engine("nnunet", model=model)
+    expected = original.segment(hu[4:8], spacing)
+    labels = permuted.segment(hu[4:8], spacing)
+    assert len(np.unique(expected)) == 5
+    assert np.array_equal(labels, expected), f"{(labels != expected).sum()} voxels differ"

@@ -132,3 +132,61 @@ def test_stats_of_corrected_segmentation_changes_only_edited_tissue(tmp_path, ph
             assert int(after[key]["voxel_count"]) == 0
         else:
             assert after[key] == before[key]
+
+
+def stored_image(canonical, spacing_xyz, origin):
+    """An image stored with permuted and flipped axes: index i runs along −x (patient left → right), j along +z,
+    k along +y. `canonical` is (z, y, x) in LPS order; the storage is worked out here, not by AxialView."""
+    stored = np.ascontiguousarray(canonical.transpose(1, 0, 2)[:, :, ::-1])    # (k=y, j=z, i=reversed x)
+    image = sitk.GetImageFromArray(stored)
+    sx, sy, sz = spacing_xyz
+    image.SetSpacing((sx, sz, sy))
+    image.SetDirection((-1, 0, 0,
+                        0, 0, 1,
+                        0, 1, 0))
+    image.SetOrigin(origin)
+    return image
+
+
+def test_anisotropic_spacing_and_permuted_axes_by_hand(tmp_path):
+    """0.6 × 0.9 mm pixels, 2.5 mm slices, axes stored permuted and flipped: volumes, areas and HU
+    statistics through `legsegnet stats` against hand computation on the canonical arrays."""
+    nz, ny, nx = 5, 40, 300
+    rng = np.random.default_rng(3)
+    hu = np.full((nz, ny, nx), -1000, np.int16)
+    labels = np.zeros((nz, ny, nx), np.uint8)
+    x_mm = 60.0 + (np.arange(nx) - (nx - 1)) * 0.6     # LPS x of canonical column (i = 0 is the left-most)
+    right_leg, left_leg = (x_mm > -70) & (x_mm < -30), (x_mm > 30) & (x_mm < 70)
+    for z in range(nz):
+        sm_rows, sat_rows = np.arange(5, 35 - 4 * z), np.arange(35 - 4 * z, 37 - 4 * z)   # areas shrink superiorly
+        for columns, low, high in ((right_leg, -10, 90), (left_leg, 0, 120)):
+            box = np.ix_(sm_rows, np.flatnonzero(columns))
+            labels[z][box] = 2
+            hu[z][box] = rng.integers(low, high, size=(sm_rows.size, columns.sum()))
+        box = np.ix_(sat_rows, np.flatnonzero(right_leg | left_leg))
+        labels[z][box] = 1
+        hu[z][box] = rng.integers(-150, -50, size=(sat_rows.size, (right_leg | left_leg).sum()))
+    # origin = LPS point of stored index (0, 0, 0): canonical x = nx - 1, y = 0, z = 0
+    origin = (x_mm[-1], -20.0, 100.0)
+    sitk.WriteImage(stored_image(hu, (0.6, 0.9, 2.5), origin), str(tmp_path / "ct.nrrd"))
+    sitk.WriteImage(stored_image(labels, (0.6, 0.9, 2.5), origin), str(tmp_path / "labels.nrrd"))
+    assert run_cli("stats", tmp_path / "ct.nrrd", tmp_path / "labels.nrrd", "-o", tmp_path / "out") == 0
+
+    voxel_cm3, pixel_cm2 = 0.6 * 0.9 * 2.5 / 1000, 0.6 * 0.9 / 100
+    rows = {(r["tissue"], r["leg"]): r for r in read_rows(tmp_path / "out" / "statistics.csv")}
+    for tissue, label in (("SAT", 1), ("SM", 2)):
+        for leg, columns in (("both", right_leg | left_leg), ("right", right_leg), ("left", left_leg)):
+            values = hu[:, :, columns][labels[:, :, columns] == label].astype(float)
+            row = rows[tissue, leg]
+            assert int(row["voxel_count"]) == values.size
+            assert float(row["volume_cm3"]) == pytest.approx(values.size * voxel_cm3, rel=1e-12)
+            assert float(row["mean_hu"]) == pytest.approx(values.mean(), rel=1e-9)
+            assert float(row["std_hu"]) == pytest.approx(values.std(ddof=1), rel=1e-9)
+            assert float(row["median_hu"]) == np.median(values)
+    slices = read_rows(tmp_path / "out" / "slices.csv")
+    assert [float(r["position_mm"]) for r in slices] == pytest.approx([100.0 + 2.5 * z for z in range(nz)])
+    for z, row in enumerate(slices):
+        expected_sm_right = (30 - 4 * z) * right_leg.sum() * pixel_cm2
+        assert float(row["SM_right_cm2"]) == pytest.approx(expected_sm_right, rel=1e-12)
+        assert float(row["SM_left_cm2"]) == pytest.approx((labels[z][:, left_leg] == 2).sum() * pixel_cm2, rel=1e-12)
+        assert float(row["SAT_both_cm2"]) == pytest.approx(2 * (right_leg | left_leg).sum() * pixel_cm2, rel=1e-12)
