@@ -30,12 +30,6 @@ WORKER_DEATHS_ALLOWED = 1      # a case whose worker dies is retried once elsewh
 JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
 LIST_SUFFIXES = (".txt", ".csv")
 IDENTIFIER_TAGS = {"patient_name": "0010|0010", "patient_id": "0010|0020", "patient_birth_date": "0010|0030"}
-# failures.csv error kinds
-KINDS = {"input": "the input cannot be processed (unreadable, not CT, ...)",
-         "engine": "the engine could not be created on the worker",
-         "memory": "the case ran out of memory",
-         "worker_died": "the worker running it died twice (killed, or over its memory limit)",
-         "error": "an unexpected error (a bug; traceback in failures/<case_id>.txt)"}
 
 
 @dataclass

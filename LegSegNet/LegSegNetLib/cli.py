@@ -198,7 +198,7 @@ def build_parser():
 
     p = sub.add_parser("weights", help="download or verify the published network weights (CC BY-NC 4.0)")
     p.add_argument("action", choices=("download", "verify"))
-    p.add_argument("--revision", default=None, help="Hub revision to download (default: the pinned one)")
+    p.add_argument("--revision", default=None, help="Hub revision to download (default: main, unpinned)")
     p.add_argument("--force", action="store_true", help="download again even if installed")
     p.add_argument("--model", metavar="DIR", help="folder to verify (default: the installed weights)")
     p.set_defaults(func=cmd_weights)

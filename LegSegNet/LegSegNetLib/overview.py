@@ -35,7 +35,7 @@ def write_overview(path, hu, labels, spacing, title=""):
         ax.imshow(_overlay(hu[z], labels[z]), aspect=spacing[1] / spacing[2], interpolation="nearest")
         ax.set_title(f"axial slice {z}")
     middle = labels.shape[1] // 2
-    busiest = int(np.argmax(labels.sum(axis=(0, 2)) > 0)) if labels.any() else middle
+    busiest = int(np.argmax((labels > 0).sum(axis=(0, 2)))) if labels.any() else middle   # most labelled voxels
     row = middle if labels[:, middle].any() else busiest
     coronal = _overlay(hu[:, row], labels[:, row])[::-1]    # superior at the top
     axes[-1].imshow(coronal, aspect=spacing[0] / spacing[2], interpolation="nearest")

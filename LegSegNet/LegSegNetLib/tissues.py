@@ -48,7 +48,6 @@ TISSUES = (
 )
 
 BY_SHORT = {t.short: t for t in TISSUES}
-BY_LABEL = {t.label: t for t in TISSUES}
 # Names other label sets use for our tissues (the published model says "IAT" for IMAT).
 ALIASES = {"IAT": "IMAT", "IMF": "IMAT", "BONE": "Bone"}
 

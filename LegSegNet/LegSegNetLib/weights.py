@@ -14,8 +14,9 @@ from pathlib import Path
 from .errors import InputError
 
 REPO_ID = os.environ.get("LEGSEGNET_WEIGHTS_REPO", "GogoChen/LegSegNet")
-# The Hub revision the download is pinned to. "main" until a commit hash has been checked against the
-# published files (this environment cannot reach the Hub); override with --revision or the environment.
+# The Hub revision to download. UNPINNED: "main" (whatever the Hub holds now) until a commit hash has been checked
+# against the published files (this environment cannot reach the Hub); the sha256 manifest written at download
+# only guards against later local changes. Override with --revision or the environment.
 REVISION = os.environ.get("LEGSEGNET_WEIGHTS_REVISION", "main")
 MANIFEST = "legsegnet-weights.json"
 LICENCE = "CC BY-NC 4.0 (non-commercial use only)"

@@ -1,4 +1,5 @@
 """The network engine end to end: accuracy through the CLI, engine choice, cancel, refusals, weights."""
+import hashlib
 import json
 import os
 import shutil
@@ -215,3 +216,53 @@ def test_labels_follow_dataset_json_names_not_channel_order(tmp_path, fresh_phan
     labels = permuted.segment(hu[4:8], spacing)
     assert len(np.unique(expected)) == 5
     assert np.array_equal(labels, expected), f"{(labels != expected).sum()} voxels differ"
+
+
+def fake_hub(tmp_path, monkeypatch, with_model=True):
+    """A local folder laid out like a Hub repository (results folder nested, plus files the download must leave
+    out); only the network fetch (huggingface_hub.snapshot_download) is replaced, by a copy from that folder
+    honouring allow_patterns. Everything after the fetch (finding the folder, manifest, verify) is the real code."""
+    import fnmatch
+    import huggingface_hub
+    hub = tmp_path / "hub"
+    (hub / "docs").mkdir(parents=True)
+    (hub / "README.md").write_text("LegSegNet weights\n")
+    (hub / "docs" / "figure.png").write_bytes(b"\x89PNG")
+    if with_model:
+        shutil.copytree(TEST_MODEL, hub / "Dataset001_Legs" / "nnUNetTrainer__nnUNetPlans__2d")
+    calls = []
+
+    def snapshot_download(repo_id, revision, local_dir, allow_patterns):
+        calls.append((repo_id, revision))
+        for path in hub.rglob("*"):
+            name = path.relative_to(hub).as_posix()
+            if path.is_file() and any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (Path(local_dir) / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, Path(local_dir) / name)
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def test_download_from_a_local_fake_hub(tmp_path, monkeypatch, capsys):
+    calls = fake_hub(tmp_path, monkeypatch)
+    assert run_cli("weights", "download", "--revision", "abc123") == 0
+    installed = Path(os.environ["LEGSEGNET_CACHE"]) / "weights" / "LegSegNet"
+    manifest = json.loads((installed / "legsegnet-weights.json").read_text())
+    assert manifest["source"] == {"repo": "GogoChen/LegSegNet", "revision": "abc123"}
+    assert sorted(manifest["files"]) == ["dataset.json", CHECKPOINT, "plans.json"]     # no README, no PNG
+    assert manifest["files"][CHECKPOINT] == hashlib.sha256((TEST_MODEL / CHECKPOINT).read_bytes()).hexdigest()
+    assert not list(installed.parent.glob(".download-*"))                              # staging removed
+    engine, reason = make_engine("auto")
+    assert engine.name == "nnunet" and "downloaded weights" in reason
+
+    assert run_cli("weights", "download") == 0 and len(calls) == 1     # installed and verified: not fetched again
+    assert run_cli("weights", "download", "--force") == 0 and calls[-1] == ("GogoChen/LegSegNet", "main")
+
+
+def test_download_of_a_repository_without_a_model_is_refused(tmp_path, monkeypatch, capsys):
+    fake_hub(tmp_path, monkeypatch, with_model=False)
+    assert run_cli("weights", "download") == 2
+    assert "holds no nnU-Net results folder" in capsys.readouterr().err
+    assert not list((Path(os.environ["LEGSEGNET_CACHE"]) / "weights").glob("*"))
