@@ -97,9 +97,10 @@ def test_single_leg_split_at_the_patient_midline(side, centre, midline):
 
 
 def test_touching_legs_off_centre_split_where_they_meet():
-    """Two legs (radius 40 mm) touching at column 82, far from the array centre (130)."""
+    """Two legs (radius 40 mm) touching at column 82, far from the array centre (130) and from x = 0 (column 100:
+    the patient lies off the scanner's axis), so neither fallback could pass for the split."""
     shape = (3, 100, 260)
-    image = identity_image(shape, 82)
+    image = identity_image(shape, 100)
     mask = disc_mask(shape, [45, 120], 40)
     assert mask[:, 50, 78:88].all()                          # they really touch
     positions = split_positions(mask, 1.0, AxialView.of(image).positions(image, 2))
@@ -127,20 +128,24 @@ def test_slice_with_one_leg_takes_the_median_split_of_the_others():
     assert (sides[:4, :, 105:][mask[:4, :, 105:]] == SIDE_LABELS["left"]).all()
 
 
-@pytest.mark.parametrize("gap_mm,second_scale,two_legs", [
-    (40, 1.0, False),      # peaks closer than 50 mm: one leg
-    (70, 1.0, True),
-    (70, 0.2, False),      # second peak below a quarter of the first: noise, not a leg
-    (70, 0.3, True),
+@pytest.mark.parametrize("gap_mm,second_scale,bridge,two_legs", [
+    (40, 1.0, 0.0, False),      # peaks closer than 50 mm: one leg
+    (70, 1.0, 0.0, True),
+    (70, 0.2, 0.0, False),      # second peak below a quarter of the first: noise, not a leg
+    (70, 0.3, 0.0, True),
+    (70, 1.0, 0.7, False),      # valley above 0.6 of the smaller peak: one wide leg with two humps
+    (70, 1.0, 0.5, True),
 ])
-def test_what_counts_as_a_second_leg(gap_mm, second_scale, two_legs):
-    """Two blocks 10 mm wide, `gap_mm` apart (centre to centre); the second is `second_scale` as tall. With no
-    valid second leg in any slice, the split falls back to the midline (column 10, left of both blocks)."""
+def test_what_counts_as_a_second_leg(gap_mm, second_scale, bridge, two_legs):
+    """Two blocks 10 mm wide, `gap_mm` apart (centre to centre), the second `second_scale` as tall, joined by a
+    `bridge` as tall as a fraction of the first. With no valid second leg in any slice, the split falls back to
+    the midline (column 10, left of both blocks)."""
     shape = (2, 200, 200)
     image = identity_image(shape, 10)
     mask = np.zeros(shape, bool)
     mask[:, 20:120, 60:70] = True
     mask[:, 20:20 + int(100 * second_scale), 60 + gap_mm:70 + gap_mm] = True
+    mask[:, 20:20 + int(100 * bridge), 70:60 + gap_mm] = True
     positions = split_positions(mask, 1.0, AxialView.of(image).positions(image, 2))
     if two_legs:
         assert np.all((positions >= 70) & (positions < 60 + gap_mm)), positions
