@@ -14,6 +14,7 @@ from .tissues import BY_SHORT, LEGS, SIDE_LABELS, TISSUES
 NAMA_HU = (30, 150)    # normal-attenuation muscle
 LAMA_HU = (-29, 29)    # low-attenuation muscle
 SLAB = 32
+MAX_HISTOGRAM_BINS = 1 << 16   # medians of integer HU by histogram up to this span of labelled values; else sorted
 
 # column, Slicer Segment Statistics key it matches, unit, description
 STAT_COLUMNS = (
@@ -123,11 +124,10 @@ def _accumulate(hu, labels, sides):
     histograms; per-slice counts."""
     n_labels = len(TISSUES) + 1
     n_keys = n_labels * N_SIDES
-    integral = np.issubdtype(hu.dtype, np.integer)
-    low = int(hu.min()) if integral else 0
-    bins = int(hu.max()) - low + 1 if integral else 0
+    low, high = _labelled_range(hu, labels) if np.issubdtype(hu.dtype, np.integer) else (0, None)
+    bins = high - low + 1 if high is not None and high - low < MAX_HISTOGRAM_BINS else 0
     acc = {k: np.zeros(n_keys) for k in ("count", "sum", "sumsq", "nama", "lama")}
-    hist = np.zeros(n_keys * bins, np.int64) if integral else None
+    hist = np.zeros(n_keys * bins, np.int64) if bins else None
     per_slice = []
     for z0 in range(0, hu.shape[0], SLAB):
         h = np.asarray(hu[z0:z0 + SLAB], np.float64).ravel()
@@ -138,17 +138,31 @@ def _accumulate(hu, labels, sides):
         acc["sumsq"] += np.bincount(flat, h * h, n_keys)
         acc["nama"] += np.bincount(flat, (h >= NAMA_HU[0]) & (h <= NAMA_HU[1]), n_keys)
         acc["lama"] += np.bincount(flat, (h >= LAMA_HU[0]) & (h <= LAMA_HU[1]), n_keys)
-        if integral:
-            hist += np.bincount(flat * bins + (h.astype(np.intp) - low), minlength=n_keys * bins)
+        if bins:
+            labelled = flat >= N_SIDES       # label 0 needs no median
+            hist += np.bincount(flat[labelled] * bins + (h[labelled].astype(np.intp) - low), minlength=n_keys * bins)
         in_slab = np.arange(key.shape[0])[:, None, None] * n_keys + key
         per_slice.append(np.bincount(in_slab.ravel(), minlength=key.shape[0] * n_keys).reshape(-1, n_keys))
     acc = {k: v.reshape(n_labels, N_SIDES) for k, v in acc.items()}
-    acc["hist"] = (hist.reshape(n_labels, N_SIDES, bins), low) if integral else None
+    acc["hist"] = (hist.reshape(n_labels, N_SIDES, bins), low) if bins else None
     return acc, np.concatenate(per_slice).reshape(-1, n_labels, N_SIDES)
 
 
+def _labelled_range(hu, labels):
+    """(min, max) of the HU of labelled voxels, (0, 0) when none is labelled: the histogram's span, which the
+    value range of the whole volume (padding at -2^31, say) must not set."""
+    low = high = None
+    for z0 in range(0, hu.shape[0], SLAB):
+        values = hu[z0:z0 + SLAB][labels[z0:z0 + SLAB] > 0]
+        if values.size:
+            low = int(values.min()) if low is None else min(low, int(values.min()))
+            high = int(values.max()) if high is None else max(high, int(values.max()))
+    return (0, 0) if low is None else (low, high)
+
+
 def _medians(hu, labels, sides, hist):
-    """Median HU per (label, leg): from the histograms for integer HU, else directly (exact either way)."""
+    """Median HU per (label, leg): from the histograms for integer HU of a narrow span, else by sorting (exact
+    either way)."""
     medians = {}
     for tissue in TISSUES:
         for leg in LEGS:

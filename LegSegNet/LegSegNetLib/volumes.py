@@ -9,11 +9,26 @@ import SimpleITK as sitk
 
 from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
-from .image_files import nifti_has_nan
+from .image_files import (check_stored_data, layout_of, nifti_sform_deviation, refuse_unreadable, require_regular_file, sniff,
+                          stored_files)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -500          # every CT of a limb holds air below this; MR and raw detector values do not
 MAX_PLAUSIBLE_HU = 5000  # beyond dense metal; larger maxima mean the values are not HU
+MAX_VOXELS = 2 ** 30   # 512×512×4096: a whole-body CT at 0.5 mm slices; larger is not one CT of the legs
+# Memory a segment run needs beside the image itself (labels, side map, engine masks): measured 1.68 GiB for
+# 512×512×1000 int16 voxels, about 2 + 4.9 bytes a voxel.
+WORKING_BYTES_PER_VOXEL = 5
+# Geometry. Header rounding (float32 NIfTI, 6-decimal DICOM) leaves direction errors near 1e-6; 1e-3 (0.06°,
+# under 0.5 mm across a 50 cm field) is the most a direction may deviate from orthonormal (max |DᵀD − I|).
+ORTHONORMAL_TOLERANCE = 1e-3
+# Clinical CT is reconstructed at 0.2–2 mm in-plane and 0.5–10 mm slices (sparse protocols up to ~20 mm).
+# Outside these limits the header's unit is wrong (m, cm) or the volumes would be meaningless.
+IN_PLANE_SPACING_MM = (0.05, 5.0)
+SLICE_SPACING_MM = (0.05, 30.0)
+IMAGE_IO = {"NIfTI": "NiftiImageIO", "NRRD": "NrrdImageIO", "MetaImage": "MetaImageIO"}
+SCALAR_BYTES = {sitk.sitkInt8: 1, sitk.sitkUInt8: 1, sitk.sitkInt16: 2, sitk.sitkUInt16: 2, sitk.sitkInt32: 4,
+                sitk.sitkUInt32: 4, sitk.sitkInt64: 8, sitk.sitkUInt64: 8, sitk.sitkFloat32: 4, sitk.sitkFloat64: 8}
 
 
 @dataclass
@@ -50,25 +65,63 @@ def read_ct(path, series_uid=None):
         if os.path.isdir(path):
             image, files = read_dicom_folder(path, notes, series_uid)
         else:
-            image, files = sitk.ReadImage(path), _image_files(path)
+            image, files = read_image_file(path)
     except InputError:
         raise
-    except RuntimeError as err:
+    except (RuntimeError, OSError) as err:    # ITK's readers raise RuntimeError for files they cannot parse
         first = str(err).strip().splitlines()
         raise InputError(f"{path}: cannot be read as an image ({first[-1] if first else 'unknown error'})") from None
-    if path.lower().endswith((".nii", ".nii.gz")) and nifti_has_nan(path):
-        raise InputError(f"{path}: holds NaN values")
     validate_ct(image, path)
     return CtVolume(image, path, notes, files)
 
 
-def _image_files(path):
-    """An image file plus, for detached headers (.mhd, .nhdr), the data files beside it with the same stem."""
-    if not path.lower().endswith((".mhd", ".nhdr")):
-        return [path]
-    folder, stem = os.path.split(os.path.splitext(path)[0])
-    return [path] + sorted(os.path.join(folder or ".", name) for name in os.listdir(folder or ".")
-                           if name.startswith(stem + ".") and not is_image_file(name))
+def read_image_file(path):
+    """Read a NIfTI/NRRD/MetaImage file the way its content (not its name) says, checking the header (size,
+    type, memory) before any voxel is read and the stored bytes before ITK reads them. (image, files)."""
+    require_regular_file(path)
+    content = sniff(path)
+    refuse_unreadable(path, content)
+    if content.kind == "NIfTI" and (deviation := nifti_sform_deviation(path, content.gzipped)) > ORTHONORMAL_TOLERANCE:
+        raise InputError(f"{path}: the NIfTI sform is sheared or its scales differ from pixdim "
+                         f"(max |DᵀD − I| = {deviation:.3g}, tolerance {ORTHONORMAL_TOLERANCE:g})")
+    layout = layout_of(path, content)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    reader.SetImageIO(IMAGE_IO[content.kind])
+    reader.ReadImageInformation()
+    check_header(reader, path)
+    files = check_stored_data(path, layout)
+    return reader.Execute(), files
+
+
+def check_header(reader, name):
+    """Refuse from the header alone what is not a 3D scalar volume, or too large to hold in memory."""
+    if reader.GetDimension() != 3:
+        raise InputError(f"{name}: a {reader.GetDimension()}D image; a 3D CT volume is needed")
+    pixel = reader.GetPixelID()
+    if reader.GetNumberOfComponents() != 1 or pixel not in SCALAR_BYTES:
+        raise InputError(f"{name}: voxels of type {sitk.GetPixelIDValueAsString(pixel)} with "
+                         f"{reader.GetNumberOfComponents()} components; a scalar CT volume is needed")
+    size = reader.GetSize()
+    voxels = int(np.prod(size, dtype=object))
+    if voxels > MAX_VOXELS:
+        raise InputError(f"{name}: size {size} is {voxels} voxels, more than the limit of {MAX_VOXELS}")
+    needed, available = voxels * (SCALAR_BYTES[pixel] + WORKING_BYTES_PER_VOXEL), available_memory()
+    if available is not None and needed > available:
+        raise InputError(f"{name}: size {size} needs about {needed / 2 ** 30:.1f} GiB of memory; "
+                         f"{available / 2 ** 30:.1f} GiB is available")
+
+
+def available_memory():
+    """MemAvailable in bytes, or None where /proc/meminfo does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def input_fingerprint(path, series_uid=None):
@@ -78,7 +131,7 @@ def input_fingerprint(path, series_uid=None):
         series = list_dicom_series(path)
         files = series.get(series_uid, []) if series_uid else max(series.values(), key=len, default=[])
     else:
-        files = _image_files(path)
+        files = stored_files(path)
     return fingerprint_files(files)
 
 
@@ -103,6 +156,7 @@ def validate_ct(image, name="input"):
         raise InputError(f"{name}: a {image.GetDimension()}D image; a 3D CT volume is needed")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{name}: {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar CT volume is needed")
+    validate_geometry(image, name)
     size = image.GetSize()
     view = AxialView.of(image)
     if min(size) == 0 or min(size[2 - view.perm[axis]] for axis in (1, 2)) < 16:
@@ -118,6 +172,23 @@ def validate_ct(image, name="input"):
                          "this is not CT in Hounsfield units (MR, or raw values without rescale?)")
     if high > MAX_PLAUSIBLE_HU:
         raise InputError(f"{name}: values up to {high:g}; this is not CT in Hounsfield units")
+
+
+def validate_geometry(image, name="input"):
+    """Refuse a direction that is not orthonormal (labels.nii.gz cannot store it: they would land elsewhere) and
+    spacing no CT of the legs has."""
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    deviation = float(np.abs(direction.T @ direction - np.eye(3)).max()) if np.isfinite(direction).all() else np.inf
+    if deviation > ORTHONORMAL_TOLERANCE:
+        raise InputError(f"{name}: the direction matrix is not orthonormal (sheared, tilted or scaled axes: "
+                         f"max |DᵀD − I| = {deviation:.3g}, tolerance {ORTHONORMAL_TOLERANCE:g})")
+    spacing = AxialView.of(image).spacing    # canonical (slice, in-plane, in-plane)
+    for value, (low, high), what in ((spacing[0], SLICE_SPACING_MM, "slice"),
+                                     (spacing[1], IN_PLANE_SPACING_MM, "in-plane"),
+                                     (spacing[2], IN_PLANE_SPACING_MM, "in-plane")):
+        if not low <= value <= high:
+            raise InputError(f"{name}: {what} spacing {value:g} mm is outside {low:g}..{high:g} mm "
+                             "(implausible for CT of the legs; is the unit wrong?)")
 
 
 # ---------------------------------------------------------------- axial view
