@@ -1,5 +1,4 @@
-"""Shared fixtures: phantoms written to disk, the real CT scans in ../shared, running the CLI."""
-import os
+"""Shared fixtures: phantoms written to disk, the real CT scans (Data/real-ct), running the CLI."""
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,19 @@ from LegSegNetLib.cli import main as cli_main
 from LegSegNetLib.phantom import make_phantom
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("LEGSEGNET_SHARED", REPO.parent / "shared"))
-REAL_CT = SHARED / "data" / "real-ct"
+REAL_CT = Path(__file__).resolve().parent / "Data" / "real-ct"   # compact copy, see its README.md
 REAL_CASES = ("STS_017", "STS_028", "STS_049")
+REAL_DICOM_CASE = "STS_028"                                      # the case a few DICOM slices were kept of
 
 
 def real_case(name):
-    """DICOM folder of a real scan; fails (not skips) with a clear message when ../shared is absent."""
-    folder = REAL_CT / name / "dicom"
-    if not folder.is_dir():
-        pytest.fail(f"real CT data missing: {folder} (expected ../shared beside the repo, or set LEGSEGNET_SHARED)")
-    return folder
+    """A real scan as an int16 NIfTI file (the repo's copy of ../shared/data/real-ct)."""
+    return REAL_CT / f"{name}.nii.gz"
+
+
+def real_dicom_slices():
+    """Consecutive DICOM slices of REAL_DICOM_CASE as exported by the scanner."""
+    return REAL_CT / f"{REAL_DICOM_CASE}-dicom"
 
 
 def dice(a, b):
@@ -58,8 +59,14 @@ def segmented(tmp_path_factory, phantom_file):
     return out
 
 
-def write_dicom_series(image, folder, modality="CT", patient_name="Test^Patient", series_uid=None):
-    """Write a 3D int16 HU image as a DICOM series (one file per slice), as a scanner would."""
+def write_dicom_series(image, folder, modality="CT", patient_name="Test^Patient", series_uid=None,
+                       positions=None, orientations=None, slice_thickness="spacing",
+                       image_type="ORIGINAL\\PRIMARY\\AXIAL", prefix="slice"):
+    """Write a 3D int16 HU image as a DICOM series (one file per slice), as a scanner would.
+
+    Knobs to write what broken exports hold: `positions` / `orientations` replace the ImagePositionPatient /
+    ImageOrientationPatient of each slice (uneven, tilted or mixed stacks), `slice_thickness` None leaves
+    SliceThickness out, `image_type` marks localizers, `prefix` lets two series share a folder."""
     import time as _time
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,23 +74,29 @@ def write_dicom_series(image, folder, modality="CT", patient_name="Test^Patient"
     stamp = f"{_time.time_ns() % 10**12}"
     series_uid = series_uid or f"1.2.826.0.1.3680043.2.1125.{stamp}.1"
     direction = image.GetDirection()
+    cosines = direction[0:7:3] + direction[1:8:3]
     tags = {
         "0008|0060": modality, "0010|0010": patient_name, "0010|0020": "ID12345", "0010|0030": "19500101",
-        "0020|000d": f"1.2.826.0.1.3680043.2.1125.{stamp}.0", "0020|000e": series_uid,
-        "0020|0037": "\\".join(f"{v:.6f}" for v in direction[0:7:3] + direction[1:8:3]),
+        "0020|000d": f"1.2.826.0.1.3680043.2.1125.{stamp}.0", "0020|000e": series_uid, "0008|0008": image_type,
         "0028|1052": "0", "0028|1053": "1", "0028|1054": "HU",
     }
+    if slice_thickness == "spacing":
+        slice_thickness = image.GetSpacing()[2]
+    if slice_thickness is not None:
+        tags["0018|0050"] = f"{slice_thickness:.6f}"
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     for k in range(image.GetDepth()):
         piece = image[:, :, k]
         for tag, value in tags.items():
             piece.SetMetaData(tag, value)
-        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))))
+        position = positions[k] if positions is not None else image.TransformIndexToPhysicalPoint((0, 0, k))
+        orientation = orientations[k] if orientations is not None else cosines
+        piece.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in position))
+        piece.SetMetaData("0020|0037", "\\".join(f"{v:.6f}" for v in orientation))
         piece.SetMetaData("0020|0013", str(k + 1))
-        piece.SetMetaData("0018|0050", f"{image.GetSpacing()[2]:.6f}")
         piece.SetMetaData("0008|0018", f"{series_uid}.{k + 1}")
-        writer.SetFileName(str(folder / f"slice{k:04d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}{k:04d}.dcm"))
         writer.Execute(piece)
     return folder
 

@@ -10,7 +10,7 @@ from LegSegNetLib.tissues import TISSUES, terminology_entry
 from LegSegNetLib.segmentations import read_segmentation
 from LegSegNetLib.volumes import AxialView, read_ct
 
-from conftest import array, dice, real_case, run_cli, write_dicom_series
+from conftest import REAL_DICOM_CASE, array, dice, real_case, real_dicom_slices, run_cli, write_dicom_series
 
 ODD_DIRECTIONS = {
     "LPS": (1, 0, 0, 0, 1, 0, 0, 0, 1),
@@ -42,9 +42,16 @@ def test_read_dicom_series_picks_largest_and_says_so(tmp_path, phantom):
 
 
 def test_read_real_dicom():
-    ct = read_ct(real_case("STS_049"))
-    assert ct.image.GetSize() == (232, 205, 92)
-    np.testing.assert_allclose(ct.image.GetSpacing()[:2], (0.976562, 0.976562), rtol=1e-5)
+    """The scanner's own files: geometry from the headers and HU equal the NIfTI copy's slices 30-37."""
+    ct = read_ct(real_dicom_slices())
+    whole = sitk.ReadImage(str(real_case(REAL_DICOM_CASE)))
+    assert ct.image.GetSize() == (173, 176, 8)
+    np.testing.assert_allclose(ct.image.GetSpacing(), (0.976562, 0.976562, 3.27), rtol=1e-5)
+    np.testing.assert_allclose(ct.image.GetSpacing(), whole.GetSpacing(), rtol=1e-5)
+    np.testing.assert_allclose(ct.image.GetOrigin(), whole.TransformIndexToPhysicalPoint((0, 0, 30)), atol=1e-3)
+    np.testing.assert_allclose(ct.image.GetDirection(), whole.GetDirection(), atol=1e-6)
+    assert np.array_equal(ct.array, array(whole)[30:38])
+    assert ct.notes == []
 
 
 def test_dicom_of_other_modality_is_refused(tmp_path, phantom):
