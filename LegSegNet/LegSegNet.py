@@ -1,8 +1,6 @@
 """LegSegNet 3D Slicer module: thin widget and logic over LegSegNetLib (the work lives in LegSegNetLib.mrml)."""
 import logging
 import os
-import pathlib
-import shutil
 from typing import Annotated
 
 import qt
@@ -14,13 +12,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-# Python packages the core needs that Slicer does not ship: import name → pinned requirement.
-REQUIREMENTS = {"scipy": "scipy>=1.10,<2", "slicerio": "slicerio>=1.1,<2", "nrrd": "pynrrd>=1.0,<2",
-                "tqdm": "tqdm>=4.60,<5", "matplotlib": "matplotlib>=3.6,<4"}
-NETWORK_REQUIREMENTS = {"dynamic_network_architectures": "dynamic_network_architectures>=0.4,<0.5"}
-TORCH_REQUIREMENT = ">=2.0"
-# Panel choice → core engine name (LegSegNetLib.engines.ENGINES).
-ENGINE_CHOICES = {"auto": "auto", "network": "nnunet", "classical": "threshold"}
+# Panel choice → core engine name (same as LegSegNetLib.panel.ENGINE_CHOICES; repeated here so that loading the
+# module imports nothing of the core).
+ENGINE_CHOICES = ("auto", "network", "classical")
+TERMINOLOGY_FILE = os.path.join(os.path.dirname(__file__), "Resources",
+                                "SegmentationCategoryTypeModifier-LegSegNet.term.json")
 
 
 class LegSegNet(ScriptedLoadableModule):
@@ -47,10 +43,11 @@ class LegSegNet(ScriptedLoadableModule):
 
 
 def loadTerminology():
-    """Make our terminology context known to Slicer so segment terminology entries resolve."""
-    from LegSegNetLib import mrml
+    """Make our terminology context known to Slicer at startup, from the file alone: no core import (SimpleITK,
+    scipy, the pipeline) at every Slicer start."""
     try:
-        mrml.load_terminology(slicer.util.getModuleLogic("Terminologies"))
+        if not slicer.util.getModuleLogic("Terminologies").LoadTerminologyFromFile(TERMINOLOGY_FILE):
+            logging.error(f"LegSegNet: cannot load the terminology {TERMINOLOGY_FILE}")
     except Exception as error:   # a broken terminology must not stop Slicer's startup
         logging.error(f"LegSegNet: cannot load the terminology: {error}")
 
@@ -61,7 +58,7 @@ class LegSegNetParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     engine: Annotated[str, Choice(list(ENGINE_CHOICES))] = "auto"
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
-    modelFolder: pathlib.Path     # empty (".") means the installed LegSegNet weights
+    modelFolder: str = ""         # empty: the installed LegSegNet weights (bound by hand: a Path shows ".")
     slices: str = ""
     splitLegs: bool = False
     statisticsTable: vtkMRMLTableNode
@@ -75,7 +72,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None
+        self._run = self._onRunEnd = None
         self._output, self._overwrite = None, False
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
@@ -93,6 +90,10 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.clicked.connect(self.onApply)
         self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.startHereButton.clicked.connect(lambda: self.onRangeEnd("start"))
+        self.ui.endHereButton.clicked.connect(lambda: self.onRangeEnd("end"))
+        self.ui.modelFolderPathLineEdit.currentPathChanged.connect(self.onModelFolderChanged)
+        self.ui.downloadWeightsButton.clicked.connect(self.onDownloadWeights)
         self.ui.updateStatisticsButton.clicked.connect(self.onUpdateStatistics)
         self.ui.exportButton.clicked.connect(self.onExport)
         self.ui.segmentEditorButton.clicked.connect(self.onSegmentEditor)
@@ -137,29 +138,89 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.updateButtons()
 
     def updateButtons(self, caller=None, event=None):
+        from LegSegNetLib import panel
         p = self._parameterNode
         running = self._run is not None
         self.ui.applyButton.enabled = bool(p and p.inputVolume) and not running
         self.ui.cancelButton.enabled = running
+        self.ui.downloadWeightsButton.enabled = not running
         hasResult = bool(p and p.inputVolume and p.outputSegmentation) and not running
         for button in (self.ui.updateStatisticsButton, self.ui.exportButton, self.ui.segmentEditorButton):
             button.enabled = hasResult
+        for button in (self.ui.startHereButton, self.ui.endHereButton):
+            button.enabled = bool(p and p.inputVolume)
+        if p:
+            folder = panel.model_folder_text(p.modelFolder)
+            if self.ui.modelFolderPathLineEdit.currentPath != folder:
+                self.ui.modelFolderPathLineEdit.currentPath = folder
+            self.ui.sliceRangeInfoLabel.text = panel.describe_volume_range(p.inputVolume, p.slices)
+
+    def onModelFolderChanged(self, path):
+        from LegSegNetLib import panel
+        if self._parameterNode:
+            self._parameterNode.modelFolder = panel.model_folder_text(path)
+
+    def onRangeEnd(self, which):
+        """Start/End here: the red slice view's position into the Slices range."""
+        from LegSegNetLib import panel
+        p = self._parameterNode
+        with slicer.util.tryWithErrorDisplay("LegSegNet cannot use the slice position."):
+            p.slices = panel.range_with_slice_view(p.inputVolume, slicer.mrmlScene.GetNodeByID("vtkMRMLSliceNodeRed"),
+                                                   p.slices, which)
+
+    # -------------------------------------------------------------- background processes
+    def startBackground(self, run, onEnd, status):
+        self._run, self._onRunEnd = run, onEnd
+        self.ui.progressBar.maximum, self.ui.progressBar.value = 0, 0   # busy until the first progress line
+        self.ui.statusLabel.text = status
+        self.updateButtons()
+        self._timer.start()
+
+    def onPoll(self):
+        run = self._run
+        if run is None:
+            return
+        state = run.poll()
+        if run.total:
+            self.ui.progressBar.maximum, self.ui.progressBar.value = run.total, run.done
+        if state == "running":
+            return
+        self._timer.stop()
+        self._run = None
+        self.ui.progressBar.maximum = max(self.ui.progressBar.maximum, 1)
+        try:
+            if state == "done":
+                with slicer.util.tryWithErrorDisplay("LegSegNet could not use the result."):
+                    self._onRunEnd(run)
+            elif state == "failed":
+                self.ui.statusLabel.text = "Failed; see the message."
+                slicer.util.errorDisplay("LegSegNet: the background process failed.", detailedText=run.error)
+        finally:
+            run.cleanup()
+            self.updateButtons()
+
+    def onCancel(self):
+        if self._run is not None:
+            self._timer.stop()
+            self._run.cancel()
+            self._run = None
+            self.ui.progressBar.maximum, self.ui.progressBar.value = 1, 0
+            self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+            self.updateButtons()
 
     # -------------------------------------------------------------- segment
     def onApply(self):
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay("LegSegNet cannot start.", waitCursor=True):
-            if not self.logic.ensureDependencies(p.engine):
+        with slicer.util.tryWithErrorDisplay("LegSegNet cannot start."):
+            if not self.logic.ensureDependencies(p.engine, p.modelFolder):
                 return
             output = self.askAboutEditedOutput(p.outputSegmentation)
             if output is False:
                 return
             self._output, self._overwrite = output
-            self._run = self.logic.start(p.inputVolume, p.engine, p.slices, p.modelFolder, p.device)
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Segmenting in a background process…"
-            self.updateButtons()
-            self._timer.start()
+            with slicer.util.WaitCursor():
+                run = self.logic.start(p.inputVolume, p.engine, p.slices, p.modelFolder, p.device)
+            self.startBackground(run, self.importResult, "Segmenting in a background process…")
 
     def askAboutEditedOutput(self, segmentation):
         """(output node or None for a new one, overwrite) — or False if the user cancels."""
@@ -169,8 +230,8 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         box = qt.QMessageBox(slicer.util.mainWindow())
         box.setWindowTitle("LegSegNet")
         box.setText(f"Segmentation '{segmentation.GetName()}' was edited since LegSegNet produced it.")
-        box.setInformativeText("Replace its content (undo is available), put the result in a new segmentation, "
-                               "or cancel?")
+        box.setInformativeText(f"Overwrite it (your edited version is kept as '{segmentation.GetName()}"
+                               f"{mrml.EDITED_COPY_SUFFIX}'), put the result in a new segmentation, or cancel?")
         overwrite = box.addButton("Overwrite", qt.QMessageBox.DestructiveRole)
         new = box.addButton("New segmentation", qt.QMessageBox.AcceptRole)
         box.addButton(qt.QMessageBox.Cancel)
@@ -181,30 +242,9 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return None, False
         return False
 
-    def onPoll(self):
-        run = self._run
-        if run is None:
-            return
-        state = run.poll()
-        if run.total:
-            self.ui.progressBar.maximum = run.total
-            self.ui.progressBar.value = run.done
-        if state == "running":
-            return
-        self._timer.stop()
-        self._run = None
-        try:
-            if state == "done":
-                with slicer.util.tryWithErrorDisplay("LegSegNet could not import the result.", waitCursor=True):
-                    self.importResult(run)
-            elif state == "failed":
-                self.ui.statusLabel.text = "Failed; see the message."
-                slicer.util.errorDisplay("LegSegNet segmentation failed.", detailedText=run.error)
-        finally:
-            run.cleanup()
-            self.updateButtons()
-
     def importResult(self, run):
+        """The run's labels into the segmentation, its statistics (computed in the background) into the tables."""
+        from LegSegNetLib import mrml_run, panel
         p = self._parameterNode
         output = self._output
         if output is not None and not self._overwrite:
@@ -213,19 +253,32 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = "Result discarded."
                 return
             output, self._overwrite = answer
-        segmentation = self.logic.importResult(run, p.inputVolume, output, p.splitLegs, self._overwrite)
+        with slicer.util.WaitCursor():
+            name = output.GetName() if output else f"{p.inputVolume.GetName()} legs"     # import_result's name
+            p.statisticsTable, p.metricsTable = self.logic.tables(name, p.statisticsTable, p.metricsTable)
+            segmentation = mrml_run.import_result(run, p.inputVolume, output, p.splitLegs, self._overwrite, None,
+                                                  p.statisticsTable, p.metricsTable)
         p.outputSegmentation = segmentation
-        self.onUpdateStatistics()
-        self.ui.statusLabel.text = f"Done: {segmentation.GetName()} ({run.report().get('engine', {}).get('engine', '')} engine)."
+        self.ui.statisticsTableView.setMRMLTableNode(p.statisticsTable)
+        self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
+        kept = run.kept_copy.GetName() if run.kept_copy else None
+        self.ui.statusLabel.text = panel.status_text(segmentation.GetName(), run.report(), kept)
 
-    def onCancel(self):
-        if self._run is not None:
-            self._timer.stop()
-            self._run.cancel()
-            self._run = None
-            self.ui.progressBar.value = 0
-            self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
-            self.updateButtons()
+    # -------------------------------------------------------------- weights
+    def onDownloadWeights(self):
+        from LegSegNetLib import mrml_run, panel, slicer_app
+        with slicer.util.tryWithErrorDisplay("LegSegNet cannot download the weights."):
+            if not slicer.util.confirmYesNoDisplay(panel.licence_text(), windowTitle="LegSegNet weights licence"):
+                return
+            if not slicer_app.install_packages(panel.download_plan(), "Downloading the LegSegNet weights"):
+                return
+            download = mrml_run.WeightsDownload(python=slicer_app.python_executable()).start()
+            self.startBackground(download, self.onWeightsDownloaded,
+                                 "Downloading the LegSegNet weights and checking their sha256…")
+
+    def onWeightsDownloaded(self, run):
+        self.ui.statusLabel.text = ("LegSegNet weights installed and verified; the auto engine now uses the "
+                                    "network. " + (run.messages[-1] if run.messages else ""))
 
     # -------------------------------------------------------------- results
     def onUpdateStatistics(self):
@@ -237,16 +290,20 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
 
     def onExport(self):
+        """Tables as CSV, the segmentation as the user sees it (.seg.nrrd; label NIfTI + colour table CSV)."""
+        from LegSegNetLib import mrml_tables, slicer_app
         p = self._parameterNode
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export LegSegNet results to")
         if not folder:
             return
-        with slicer.util.tryWithErrorDisplay("LegSegNet export failed.", waitCursor=True):
-            paths = self.logic.export(folder, p.inputVolume, p.outputSegmentation, p.statisticsTable, p.metricsTable)
+        with slicer.util.tryWithErrorDisplay("LegSegNet export failed."):
+            with slicer.util.WaitCursor():
+                paths = mrml_tables.export_all(folder, p.inputVolume, p.outputSegmentation,
+                                               [p.statisticsTable, p.metricsTable])
             slicer.util.infoDisplay("Written:\n" + "\n".join(str(path) for path in paths))
-            if self.logic.isFromDicom(p.inputVolume) and slicer.util.confirmYesNoDisplay(
+            if slicer_app.is_from_dicom(p.inputVolume) and slicer.util.confirmYesNoDisplay(
                     "The CT came from DICOM. Export the segmentation as DICOM SEG too?"):
-                self.logic.exportDicomSeg(p.outputSegmentation)
+                slicer_app.export_dicom_seg_dialog(p.outputSegmentation)
 
     def onSegmentEditor(self):
         p = self._parameterNode
@@ -257,161 +314,54 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class LegSegNetLogic(ScriptedLoadableModuleLogic):
-    """Thin Slicer glue: dependencies, PythonSlicer, Segment Statistics; the rest is LegSegNetLib.mrml."""
+    """Thin Slicer glue over LegSegNetLib (mrml, mrml_tables, mrml_run, panel, slicer_app)."""
 
     def getParameterNode(self):
         return LegSegNetParameterNode(super().getParameterNode())
 
-    # -------------------------------------------------------------- dependencies
     @staticmethod
-    def missingPackages(requirements):
-        import importlib.util
-        return [pin for name, pin in requirements.items() if importlib.util.find_spec(name) is None]
-
-    def networkAvailable(self):
-        from LegSegNetLib.engines import ENGINES
-        return ENGINE_CHOICES["network"] in ENGINES
-
-    def ensureDependencies(self, engine):
-        """Install what is missing after the user agrees (nothing is installed at import). True when ready."""
-        requirements = dict(REQUIREMENTS)
-        if engine != "classical":
-            requirements.update(NETWORK_REQUIREMENTS)
-        missing = self.missingPackages(requirements)
-        if missing:
-            if not slicer.util.confirmOkCancelDisplay(
-                    "LegSegNet needs these Python packages, which will be downloaded and installed now:\n"
-                    + "\n".join(missing)):
-                return False
-            with _progressDialog("Installing Python packages…"):
-                slicer.util.pip_install(missing)
-        if engine != "classical" and not self.ensureTorch():
-            return engine == "auto"     # auto falls back to the classical engine without torch
-        return True
+    def ensureDependencies(engine, modelFolder=""):
+        """Install what this run needs after the user agrees to the whole list (nothing is installed at import):
+        torch through the PyTorch extension first, the network packages only when the network will run."""
+        from LegSegNetLib import panel, slicer_app
+        return slicer_app.install_packages(panel.dependency_plan(engine, modelFolder), "LegSegNet")
 
     @staticmethod
-    def ensureTorch():
-        try:
-            import PyTorchUtils   # the PyTorch extension (EXTENSION_DEPENDS) picks the right CPU/CUDA build
-        except ImportError:
-            import importlib.util
-            if importlib.util.find_spec("torch") is None:
-                slicer.util.warningDisplay("The network engine needs PyTorch: install the PyTorch extension from "
-                                           "the Extensions Manager, then restart Slicer.")
-                return False
-            return True
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if torchLogic.torchInstalled():
-            return True
-        return torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=TORCH_REQUIREMENT) is not None
-
-    # -------------------------------------------------------------- run
-    @staticmethod
-    def pythonExecutable():
-        """PythonSlicer: Slicer's own interpreter as a console program (sys.executable is the GUI app)."""
-        name = "PythonSlicer.exe" if os.name == "nt" else "PythonSlicer"
-        return shutil.which(name) or os.path.join(slicer.app.slicerHome, "bin", name)
-
-    def start(self, volume, engine="auto", slices="", modelFolder="", device="auto"):
-        from LegSegNetLib import mrml
-        if engine == "network" and not self.networkAvailable():
-            raise ValueError("The network engine is not available in this version of LegSegNetLib.")
+    def start(volume, engine="auto", slices="", modelFolder="", device="auto"):
+        from LegSegNetLib import mrml_run, panel, slicer_app
         engineArgs = []
-        if engine != "classical" and str(modelFolder or "") not in ("", "."):
-            engineArgs += ["--model", str(modelFolder)]
+        if engine != "classical" and panel.model_folder_text(modelFolder):
+            engineArgs += ["--model", panel.model_folder_text(modelFolder)]
         if engine != "classical" and device != "auto":
             engineArgs += ["--device", device]
-        return mrml.BackgroundRun(volume, ENGINE_CHOICES[engine], slices or None, engineArgs,
-                                  python=self.pythonExecutable()).start()
-
-    def importResult(self, run, volume, segmentation=None, splitLegs=False, overwrite=False):
-        from LegSegNetLib import mrml
-        return mrml.import_result(run, volume, segmentation, splitLegs, overwrite)
+        return mrml_run.BackgroundRun(volume, panel.ENGINE_CHOICES[engine], slices or None, engineArgs,
+                                      python=slicer_app.python_executable()).start()
 
     def process(self, volume, segmentation=None, engine="classical", splitLegs=False, overwrite=False):
         """Segment and fill both tables without the GUI (scripts, self-test). Returns (segmentation, tables)."""
-        from LegSegNetLib import mrml
+        from LegSegNetLib import mrml_run
         run = self.start(volume, engine)
         try:
-            state = run.wait()
-            if state != "done":
-                raise RuntimeError(f"LegSegNet segmentation {state}: {run.error}")
-            segmentation = mrml.import_result(run, volume, segmentation, splitLegs, overwrite)
+            if run.wait() != "done":
+                raise RuntimeError(f"LegSegNet segmentation {run.state}: {run.error}")
+            tables = self.tables((segmentation or volume).GetName())
+            segmentation = mrml_run.import_result(run, volume, segmentation, splitLegs, overwrite, None, *tables)
         finally:
             run.cleanup()
-        return (segmentation,) + self.updateStatistics(volume, segmentation)
+        return (segmentation,) + tables
 
-    # -------------------------------------------------------------- statistics and export
+    @staticmethod
+    def tables(name, statisticsTable=None, metricsTable=None):
+        from LegSegNetLib import mrml_tables
+        return mrml_tables.table_nodes(slicer.mrmlScene, name, statisticsTable, metricsTable)
+
     def updateStatistics(self, volume, segmentation, statisticsTable=None, metricsTable=None):
         """Segment Statistics fills the first table (labelmap + scalar volume plugins); the core the second."""
-        from LegSegNetLib import mrml
-        statisticsTable = statisticsTable or slicer.mrmlScene.AddNewNodeByClass(
-            "vtkMRMLTableNode", f"{segmentation.GetName()} statistics")
-        metricsTable = metricsTable or slicer.mrmlScene.AddNewNodeByClass(
-            "vtkMRMLTableNode", f"{segmentation.GetName()} metrics")
-        try:
-            from SegmentStatistics import SegmentStatisticsLogic
-        except ImportError:
-            SegmentStatisticsLogic = None
-        if SegmentStatisticsLogic is None:
-            mrml.update_statistics(volume, segmentation, statisticsTable, metricsTable)
-        else:
-            self.segmentStatistics(SegmentStatisticsLogic(), volume, segmentation, statisticsTable)
-            mrml.update_statistics(volume, segmentation, None, metricsTable)
+        from LegSegNetLib import mrml_tables, slicer_app
+        statisticsTable, metricsTable = self.tables(segmentation.GetName(), statisticsTable, metricsTable)
+        done = slicer_app.segment_statistics(volume, segmentation, statisticsTable)
+        mrml_tables.update_statistics(volume, segmentation, None if done else statisticsTable, metricsTable)
         return statisticsTable, metricsTable
-
-    @staticmethod
-    def segmentStatistics(logic, volume, segmentation, table):
-        parameters = logic.getParameterNode()
-        parameters.SetParameter("Segmentation", segmentation.GetID())
-        parameters.SetParameter("ScalarVolume", volume.GetID())
-        parameters.SetParameter("visibleSegmentsOnly", "False")
-        for plugin in logic.plugins:
-            parameters.SetParameter(f"{plugin.name}.enabled", str(plugin.name in (
-                "LabelmapSegmentStatisticsPlugin", "ScalarVolumeSegmentStatisticsPlugin")))
-        for key in ("voxel_count", "volume_cm3"):
-            parameters.SetParameter(f"LabelmapSegmentStatisticsPlugin.{key}.enabled", "True")
-        for key in ("voxel_count", "volume_mm3", "volume_cm3", "min", "max", "percentile_05", "percentile_95"):
-            parameters.SetParameter(f"ScalarVolumeSegmentStatisticsPlugin.{key}.enabled", "False")
-        for key in ("mean", "stdev", "median"):
-            parameters.SetParameter(f"ScalarVolumeSegmentStatisticsPlugin.{key}.enabled", "True")
-        logic.computeStatistics()
-        logic.exportToTable(table)
-
-    def export(self, folder, volume, segmentation, statisticsTable, metricsTable):
-        from LegSegNetLib import mrml
-        base = segmentation.GetName().replace(" ", "_")
-        paths = mrml.export_tables_csv([t for t in (statisticsTable, metricsTable) if t], folder)
-        paths.append(mrml.export_labels(volume, segmentation, os.path.join(folder, f"{base}.seg.nrrd")))
-        paths.append(mrml.export_labels(volume, segmentation, os.path.join(folder, f"{base}_labels.nii.gz")))
-        return paths
-
-    @staticmethod
-    def isFromDicom(volume):
-        return bool(volume and volume.GetAttribute("DICOM.instanceUIDs"))
-
-    @staticmethod
-    def exportDicomSeg(segmentation):
-        """Slicer's DICOM export dialog on the segmentation (DICOM SEG through the segmentation plugin)."""
-        hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        dialog = slicer.qSlicerDICOMExportDialog()
-        dialog.setMRMLScene(slicer.mrmlScene)
-        dialog.execDialog(hierarchy.GetItemByDataNode(segmentation))
-
-
-class _progressDialog:
-    """A busy dialog while pip runs (pip_install blocks the GUI thread)."""
-    def __init__(self, text):
-        self.text = text
-
-    def __enter__(self):
-        self.dialog = slicer.util.createProgressDialog(labelText=self.text, maximum=0)
-        slicer.app.processEvents()
-        return self.dialog
-
-    def __exit__(self, *exc):
-        self.dialog.close()
-        return False
 
 
 class LegSegNetTest(ScriptedLoadableModuleTest):

@@ -81,7 +81,11 @@ def build():
     bar.setValue(16)
     for name in ("updateStatisticsButton", "exportButton", "segmentEditorButton", "applyButton"):
         find(name).setEnabled(True)
-    find("statusLabel").setText("Done: leg CT legs (threshold engine).")
+    find("statusLabel").setText("Done: leg CT legs, classical engine (no network weights installed; using the "
+                                "classical engine (run 'legsegnet weights download' ...)).")
+    ct = make_phantom(seed=0, shape=(16, 192, 256)).ct      # the phantom of the tables
+    positions = AxialView.of(ct).positions(ct, 0)
+    find("sliceRangeInfoLabel").setText(f"all {len(positions)} slices (S {positions[0]:.1f} to {positions[-1]:.1f} mm)")
     panel.resize(560, 820)
     panel.show()
     app.processEvents()

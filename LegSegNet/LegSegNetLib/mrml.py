@@ -1,7 +1,8 @@
-"""MRML glue: volume nodes, segmentation nodes, table nodes and the background run.
+"""MRML glue: terminology, volume nodes and segmentation nodes (content, edit detection, labels on the CT grid).
 
-Needs only MRML (inside Slicer, or the `slicer-core` wheel headless); no Qt, no Slicer application. `slicer` and
-`vtk` are imported inside the functions so that `import LegSegNetLib` never needs them.
+Tables and export are in mrml_tables.py, the background run in mrml_run.py. Needs only MRML (inside Slicer, or
+the `slicer-core` wheel headless); no Qt, no Slicer application. `slicer` and `vtk` are imported inside the
+functions so that `import LegSegNetLib` never needs them. Nothing here adds a helper node to the scene.
 
 Coordinates: SimpleITK images (the core) are in LPS, MRML nodes in RAS; IJK→RAS = diag(-1, -1, 1) · IJK→LPS.
 """
@@ -9,26 +10,15 @@ import hashlib
 import json
 import logging
 import os
-import queue
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import Cancelled, InputError
-from .sides import split_legs
-from .pipeline import canonical_statistics
-from .statistics import METRICS, STAT_COLUMNS
-from .tissues import LEGS, SIDE_LABELS, SIDE_MODIFIERS, TERMINOLOGY_CONTEXT, TISSUES, terminology_entry, \
-    tissue_for_name
-from .volumes import AxialView, ijk_to_lps, image_from_matrix, validate_ct
+from .errors import InputError
+from .tissues import SIDE_LABELS, SIDE_MODIFIERS, TERMINOLOGY_CONTEXT, TISSUES, terminology_entry, tissue_for_name
+from .volumes import ijk_to_lps, image_from_matrix
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +26,8 @@ MODULE_DIR = Path(__file__).resolve().parent.parent          # LegSegNet/ (holds
 TERMINOLOGY_FILE = MODULE_DIR / "Resources" / "SegmentationCategoryTypeModifier-LegSegNet.term.json"
 FINGERPRINT_ATTRIBUTE = "LegSegNet.Fingerprint"   # content hash when LegSegNet last wrote the segmentation
 ENGINE_ATTRIBUTE = "LegSegNet.Engine"
+EDITED_COPY_SUFFIX = " (edited, before rerun)"
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-# Column names Segment Statistics gives the keys we use (SegmentStatisticsLogic.exportToTable); the headless
-# table uses them so both paths produce the same table.
-SEGMENT_STATISTICS_NAMES = {
-    "LabelmapSegmentStatisticsPlugin.voxel_count": "Voxel count",
-    "LabelmapSegmentStatisticsPlugin.volume_cm3": "Volume cm3",
-    "ScalarVolumeSegmentStatisticsPlugin.mean": "Mean",
-    "ScalarVolumeSegmentStatisticsPlugin.stdev": "Standard deviation",
-    "ScalarVolumeSegmentStatisticsPlugin.median": "Median",
-}
-SEGMENT_COLUMN = "Segment"
 
 
 class EditedOutputError(InputError):
@@ -165,7 +145,7 @@ def segment_specs(split):
 
 def labels_to_segmentation(labels, volume_node, segmentation_node, sides=None, engine=None):
     """Fill segmentation_node with one segment per tissue (per tissue and leg if `sides` is given) from
-    labels (k, j, i) on the volume's grid. The previous content is kept for undo and replaced."""
+    labels (k, j, i) on the volume's grid, replacing its content (callers keep an edited one: keep_edited_copy)."""
     slicer = _slicer()
     specs = segment_specs(sides is not None)
     lut = np.zeros((len(TISSUES) + 1) * 3, np.uint8)   # (label, side) → value of the segment in the layer
@@ -176,7 +156,6 @@ def labels_to_segmentation(labels, volume_node, segmentation_node, sides=None, e
     key = labels.astype(np.intp) * 3 + (sides if sides is not None else 0)
     layer = _oriented_image(lut[key], ijk_to_ras(volume_node))
 
-    segmentation_node.GetScene().SaveStateForUndo()   # Ctrl+Z brings the previous content back
     modified = segmentation_node.StartModify()
     try:
         segmentation = segmentation_node.GetSegmentation()
@@ -198,7 +177,7 @@ def labels_to_segmentation(labels, volume_node, segmentation_node, sides=None, e
         if engine:
             segmentation_node.SetAttribute(ENGINE_ATTRIBUTE, engine)
         segmentation_node.CreateDefaultDisplayNodes()
-        _place_in_study(segmentation_node, volume_node)
+        _place_beside(segmentation_node, volume_node)
     finally:
         segmentation_node.EndModify(modified)
     segmentation_node.SetAttribute(FINGERPRINT_ATTRIBUTE, fingerprint(segmentation_node))
@@ -215,33 +194,40 @@ def _oriented_image(array, ijk_to_ras_matrix):
     return image
 
 
-def _place_in_study(segmentation_node, volume_node):
-    """Put the segmentation beside its CT in the subject hierarchy (same study)."""
+def _place_beside(node, other):
+    """Put node beside other in the subject hierarchy (a segmentation in its CT's study)."""
     slicer = _slicer()
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(segmentation_node.GetScene())
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
     if hierarchy is None:
         return
-    volume_item = hierarchy.GetItemByDataNode(volume_node)
-    item = hierarchy.GetItemByDataNode(segmentation_node)
-    parent = hierarchy.GetItemParent(volume_item) if volume_item else 0
+    other_item = hierarchy.GetItemByDataNode(other)
+    item = hierarchy.GetItemByDataNode(node)
+    parent = hierarchy.GetItemParent(other_item) if other_item else 0
     if item and parent:
         hierarchy.SetItemParent(item, parent)
 
 
 def fingerprint(segmentation_node):
-    """Hash of every segment's id, name and voxels: changes with any edit that matters for the results."""
+    """Hash of the segments (ids, names, layers, label values) and of the binary labelmap layers they share: one
+    pass over the voxels (a few hundred ms for 600×512×512), and any edit, even of one voxel, changes it."""
     slicer = _slicer()
     from vtk.util.numpy_support import vtk_to_numpy
-    digest = hashlib.sha256()
     segmentation = segmentation_node.GetSegmentation()
+    digest = hashlib.sha256(f"{segmentation.GetSourceRepresentationName()}|".encode())
     for segment_id in segmentation.GetSegmentIDs():
-        digest.update(f"{segment_id}|{segmentation.GetSegment(segment_id).GetName()}|".encode())
-        mask = slicer.vtkOrientedImageData()
-        segmentation_node.GetBinaryLabelmapRepresentation(segment_id, mask)
-        digest.update(repr(mask.GetExtent()).encode())
-        scalars = mask.GetPointData().GetScalars()
+        segment = segmentation.GetSegment(segment_id)
+        digest.update(f"{segment_id}|{segment.GetName()}|{segmentation.GetLayerIndex(segment_id)}|"
+                      f"{segment.GetLabelValue()}|".encode())
+    binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    if segmentation.GetSourceRepresentationName() != binary:     # e.g. closed surfaces imported as source
+        digest.update(str(segmentation_node.GetMTime()).encode())  # not persistent: counts as edited, never lost
+        return digest.hexdigest()
+    for layer in range(segmentation.GetNumberOfLayers()):
+        image = segmentation.GetLayerDataObject(layer)
+        digest.update(f"{image.GetExtent()}|{image.GetScalarTypeAsString()}|".encode())
+        scalars = image.GetPointData().GetScalars()
         if scalars is not None:
-            digest.update(np.ascontiguousarray(vtk_to_numpy(scalars) != 0).tobytes())
+            digest.update(memoryview(np.ascontiguousarray(vtk_to_numpy(scalars))))
     return digest.hexdigest()
 
 
@@ -250,6 +236,50 @@ def edited_since_produced(segmentation_node):
     if segmentation_node is None or segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
         return False
     return segmentation_node.GetAttribute(FINGERPRINT_ATTRIBUTE) != fingerprint(segmentation_node)
+
+
+def keep_edited_copy(segmentation_node):
+    """Before LegSegNet replaces an edited segmentation, keep its content in a new, hidden node named
+    '<name> (edited, before rerun)' beside it (the scene's undo is off by default in Slicer, so undo cannot be
+    relied on). Returns the copy, or None when there is nothing edited to keep."""
+    if not edited_since_produced(segmentation_node):
+        return None
+    scene = segmentation_node.GetScene()
+    copy = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                   scene.GenerateUniqueName(segmentation_node.GetName() + EDITED_COPY_SUFFIX))
+    _copy_segments(segmentation_node, copy)
+    copy.SetAndObserveTransformNodeID(segmentation_node.GetTransformNodeID())
+    copy.RemoveAttribute(FINGERPRINT_ATTRIBUTE)
+    copy.CreateDefaultDisplayNodes()
+    copy.GetDisplayNode().SetVisibility(False)
+    _place_beside(copy, segmentation_node)
+    log.info("LegSegNet: kept the edited segmentation as '%s'", copy.GetName())
+    return copy
+
+
+def _copy_segments(source_node, target_node):
+    """Every segment with its metadata (name, colour, terminology, label value) and its own copy of the voxels,
+    layers kept shared as in the source. (Copying segments whole constructs representations through VTK's object
+    factory, which the slicer-core wheel lacks; this works in both.)"""
+    slicer = _slicer()
+    source, target = source_node.GetSegmentation(), target_node.GetSegmentation()
+    name = source.GetSourceRepresentationName()
+    target.SetSourceRepresentationName(name)
+    geometry = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    target.SetConversionParameter(geometry, source.GetConversionParameter(geometry))
+    shared = name == slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    layers = {}
+    for segment_id in source.GetSegmentIDs():
+        segment = source.GetSegment(segment_id)
+        layer = source.GetLayerIndex(segment_id) if shared else segment_id
+        if layer not in layers:
+            data = segment.GetRepresentation(name).NewInstance()
+            data.DeepCopy(segment.GetRepresentation(name))
+            layers[layer] = data
+        copy = slicer.vtkSegment()
+        copy.DeepCopyMetadata(segment)
+        copy.AddRepresentation(name, layers[layer])
+        target.AddSegment(copy, segment_id)
 
 
 def check_output(segmentation_node, overwrite=False):
@@ -285,8 +315,6 @@ def segment_terminology(segment):
 def segmentation_to_labels(segmentation_node, volume_node):
     """(labels, sides) as (k, j, i) arrays on the volume's grid. sides is None unless every tissue segment
     belongs to one leg. Segments that are not tissues are ignored (logged)."""
-    slicer = _slicer()
-    import vtk
     segmentation = segmentation_node.GetSegmentation()
     ids, specs = [], []
     for segment_id in segmentation.GetSegmentIDs():
@@ -297,313 +325,37 @@ def segmentation_to_labels(segmentation_node, volume_node):
             continue
         ids.append(segment_id)
         specs.append(spec)
-    shape = volume_array(volume_node).shape
     if not ids:
-        return np.zeros(shape, np.uint8), None
-    id_array = vtk.vtkStringArray()
-    for segment_id in ids:
-        id_array.InsertNextValue(segment_id)
-    scene = segmentation_node.GetScene()
-    exported = slicer.vtkMRMLLabelMapVolumeNode()    # the export needs it in the scene; removed right after
-    exported.SetHideFromEditors(True)
-    scene.AddNode(exported)
-    try:
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                segmentation_node, id_array, exported, volume_node, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
-            raise RuntimeError(f"cannot export segmentation '{segmentation_node.GetName()}' on the CT grid")
-        values = np.array(volume_array(exported))        # 1..n in the order of ids
-    finally:
-        scene.RemoveNode(exported)
-    tissue_of = np.array([0] + [s.tissue.label for s in specs], np.uint8)
-    labels = tissue_of[values]
+        return np.zeros(volume_array(volume_node).shape, np.uint8), None
+    values = merged_labelmap(segmentation_node, volume_node, ids)     # 1..n in the order of ids
+    labels = np.array([0] + [s.tissue.label for s in specs], np.uint8)[values]
     if all(s.side for s in specs):
-        side_of = np.array([0] + [SIDE_LABELS[s.side] for s in specs], np.uint8)
-        return labels, side_of[values]
+        return labels, np.array([0] + [SIDE_LABELS[s.side] for s in specs], np.uint8)[values]
     return labels, None
 
 
-# ---------------------------------------------------------------- statistics
-def core_statistics(image, labels, sides=None):
-    """The core's statistics for labels (and optional leg sides) (k, j, i) on a SimpleITK CT image's grid."""
-    view = AxialView.of(image)
-    return canonical_statistics(image, view, view.to_canonical(sitk.GetArrayViewFromImage(image)),
-                                view.to_canonical(labels), None if sides is None else view.to_canonical(sides))
-
-
-def segmentation_statistics(volume_node, segmentation_node):
-    """(Statistics, specs of the segments) for the current segmentation content."""
-    image = volume_to_image(volume_node)
-    labels, sides = segmentation_to_labels(segmentation_node, volume_node)
-    specs = [s for s in (spec_of_segment(segmentation_node.GetSegmentation().GetSegment(i))
-                         for i in segmentation_node.GetSegmentation().GetSegmentIDs()) if s is not None]
-    return core_statistics(image, labels, sides), specs
-
-
-def fill_segment_table(table_node, stats, specs):
-    """One row per segment with Segment Statistics' columns, filled from the core's statistics."""
-    columns = [(SEGMENT_COLUMN, "string", "", "segment name")]
-    columns += [(SEGMENT_STATISTICS_NAMES[key], "int" if name == "voxel_count" else "double", unit, description)
-                for name, key, unit, description in STAT_COLUMNS]
-    rows = []
-    for spec in specs:
-        row = stats.row(spec.tissue.short, spec.side or "both")
-        rows.append([segment_name(spec.tissue, spec.side)] + [row[name] for name, *_ in STAT_COLUMNS])
-    _fill_table(table_node, columns, rows)
-
-
-def metrics_columns():
-    columns = [("Leg", "string", "", "both legs, left leg or right leg")]
-    for tissue in TISSUES:
-        columns.append((f"{tissue.short} volume cm3", "double", "cm3", f"{tissue.name}: voxel count × voxel volume"))
-    for tissue in TISSUES:
-        columns.append((f"{tissue.short} mean HU", "double", "HU", f"{tissue.name}: mean CT value"))
-    columns += [(name, "double", unit, description) for name, unit, description in METRICS]
-    return columns
-
-
-def fill_metrics_table(table_node, stats):
-    """One row per leg: per-tissue volume and mean HU, then the derived metrics."""
-    rows = []
-    for leg in LEGS:
-        per_tissue = [stats.row(t.short, leg) for t in TISSUES]
-        metrics = next(m for m in stats.metrics if m["leg"] == leg)
-        rows.append([leg] + [r["volume_cm3"] for r in per_tissue] + [r["mean_hu"] for r in per_tissue]
-                    + [metrics[name] for name, *_ in METRICS])
-    _fill_table(table_node, metrics_columns(), rows)
-
-
-def _fill_table(table_node, columns, rows):
+def merged_labelmap(segmentation_node, volume_node, segment_ids):
+    """(k, j, i) array on the volume's grid: n+1 where the n-th of segment_ids is (later ones win on overlap),
+    else 0. Computed without adding any node to the scene."""
+    slicer = _slicer()
     import vtk
-    arrays = {"string": vtk.vtkStringArray, "int": vtk.vtkLongArray, "double": vtk.vtkDoubleArray}
-    modified = table_node.StartModify()
-    table_node.RemoveAllColumns()
-    for name, kind, unit, description in columns:
-        array = arrays[kind]()
-        array.SetName(name)
-        table_node.AddColumn(array)
-        table_node.SetColumnUnitLabel(name, unit)
-        table_node.SetColumnDescription(name, description)
-    table = table_node.GetTable()
-    for values in rows:
-        index = table_node.AddEmptyRow()
-        for column, value in enumerate(values):
-            table.GetColumn(column).SetVariantValue(index, vtk.vtkVariant(value))
-    table_node.Modified()
-    table_node.EndModify(modified)
-
-
-def table_rows(table_node):
-    """The table as a list of dicts (column name → value), for tests and CSV export."""
-    table = table_node.GetTable()
-    names = [table.GetColumnName(c) for c in range(table.GetNumberOfColumns())]
-    return [{name: table.GetValue(r, c).ToString() if table.GetColumn(c).IsA("vtkStringArray")
-             else table.GetValue(r, c).ToDouble() for c, name in enumerate(names)}
-            for r in range(table.GetNumberOfRows())]
-
-
-def update_statistics(volume_node, segmentation_node, segment_table, metrics_table):
-    """Recompute both tables from the segmentation's current content (after manual edits)."""
-    stats, specs = segmentation_statistics(volume_node, segmentation_node)
-    if segment_table is not None:
-        fill_segment_table(segment_table, stats, specs)
-    fill_metrics_table(metrics_table, stats)
-    return stats
-
-
-# ---------------------------------------------------------------- export
-def export_tables_csv(table_nodes, folder):
-    """One CSV per table (named after the node), values as shown. Returns the paths."""
-    import csv
-    paths = []
-    for node in table_nodes:
-        rows = table_rows(node)
-        path = Path(folder) / f"{node.GetName()}.csv"
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else [])
-            writer.writeheader()
-            writer.writerows(rows)
-        paths.append(path)
-    return paths
-
-
-def export_labels(volume_node, segmentation_node, path):
-    """Tissue labels on the CT grid: `.seg.nrrd` (named, coloured segments) or any label image (NIfTI...)."""
-    from .segmentations import write_seg_nrrd
-    from .volumes import write_labels
-    image = volume_to_image(volume_node)
-    labels, _sides = segmentation_to_labels(segmentation_node, volume_node)
-    if str(path).lower().endswith(".seg.nrrd"):
-        write_seg_nrrd(labels, image, path)
-    else:
-        write_labels(labels, image, path)
-    return Path(path)
-
-
-# ---------------------------------------------------------------- background run
-class BackgroundRun:
-    """The core CLI (`legsegnet segment --progress-lines`) in a separate process.
-
-    Inside Slicer, `python` is PythonSlicer; headless it is the current interpreter. Nothing touches the scene:
-    the caller imports the labels once the run has succeeded.
-    """
-    def __init__(self, volume_node, engine="auto", slices=None, engine_args=(), python=None):
-        self.image = volume_to_image(volume_node)
-        validate_ct(self.image, volume_node.GetName())
-        self.engine, self.slices, self.engine_args = engine, slices, list(engine_args)
-        self.python = python or sys.executable
-        self.done = self.total = 0
-        self.state = "idle"        # running, done, failed, cancelled
-        self.messages = []         # the process's lines other than progress
-        self.folder = self.process = None
-        self._lines = queue.Queue()
-
-    @property
-    def output(self):
-        return self.folder / "out"
-
-    def start(self):
-        self.folder = Path(tempfile.mkdtemp(prefix="legsegnet-"))
-        sitk.WriteImage(self.image, str(self.folder / "input.nrrd"), useCompression=False)   # temporary: speed over size
-        command = [self.python, "-m", "LegSegNetLib", "segment", str(self.folder / "input.nrrd"),
-                   "-o", str(self.output), "--engine", self.engine, "--progress-lines", *self.engine_args]
-        if self.slices:
-            command += ["--slices", self.slices]
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-            [str(MODULE_DIR)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
-            PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
-        log.info("LegSegNet: %s", " ".join(command))
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                        encoding="utf-8", errors="replace",
-                                        env=env, **_new_process_group())
-        self.state = "running"
-        threading.Thread(target=self._read, daemon=True).start()   # the GUI polls; it never blocks on a pipe
-        return self
-
-    def _read(self):
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)      # end of output
-
-    def poll(self):
-        """Take the lines printed so far (non-blocking); returns the state."""
-        while self.state == "running":
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            self._take(line)
-        return self.state
-
-    def _take(self, line):
-        if line is None:
-            code = self.process.wait()
-            self.state = "done" if code == 0 and (self.output / "labels.nii.gz").exists() else "failed"
-            if self.state == "failed":
-                log.error("LegSegNet: the segmentation process failed (exit code %s): %s", code, self.error)
-            return
-        parts = line.split()
-        if len(parts) == 3 and parts[0] == "PROGRESS":
-            self.done, self.total = int(parts[1]), int(parts[2])
-        elif line.strip():
-            self.messages.append(line)
-            log.info("legsegnet: %s", line)
-
-    @property
-    def error(self):
-        """The process's own message (its last lines), for an error dialog."""
-        return "\n".join(self.messages[-5:]) or f"exit code {self.process.returncode}"
-
-    def wait(self, progress=None, cancel=None, interval=0.05):
-        """Block until the run ends (headless use); progress(done, total); cancel() → True stops it."""
-        reported = None
-        while self.state == "running":
-            try:
-                self._take(self._lines.get(timeout=interval))
-            except queue.Empty:
-                pass
-            if progress is not None and self.total and (self.done, self.total) != reported:
-                reported = (self.done, self.total)
-                progress(self.done, self.total)
-            if cancel is not None and self.state == "running" and cancel():
-                self.cancel()
-        return self.state
-
-    def cancel(self):
-        """Stop the process and everything it started; the temporary files go too."""
-        if self.process is not None and self.process.poll() is None:
-            _kill_tree(self.process)
-        if self.state == "running":
-            self.state = "cancelled"
-        self.cleanup()
-
-    def labels(self):
-        """The result's labels (k, j, i) on the input grid; only after a successful run."""
-        if self.state != "done":
-            raise RuntimeError(f"no result: the run is {self.state}")
-        image = sitk.ReadImage(str(self.output / "labels.nii.gz"))
-        if image.GetSize() != self.image.GetSize() or not np.allclose(
-                ijk_to_lps(image), ijk_to_lps(self.image), atol=1e-3):
-            raise RuntimeError("the result is not on the input grid")
-        return sitk.GetArrayFromImage(image).astype(np.uint8)
-
-    def report(self):
-        path = self.output / "report.json"
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-
-    def cleanup(self):
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _new_process_group():
-    if os.name == "nt":
-        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.CREATE_NO_WINDOW}
-    return {"start_new_session": True}
-
-
-def _kill_tree(process):
-    if os.name == "nt":
-        subprocess.run(["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True)
-    else:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)    # the session holds every worker the CLI started
-        except ProcessLookupError:
-            pass
-    process.wait()
-
-
-def leg_sides(labels, image):
-    """Side map (k, j, i) of the core's left/right split for labels on the image's grid."""
-    view = AxialView.of(image)
-    return view.from_canonical(split_legs(view.to_canonical(labels) > 0, view, image))
-
-
-def import_result(run, volume_node, segmentation_node=None, split=False, overwrite=False, name=None):
-    """Put a finished run's labels into segmentation_node (a new node if None); checks for edits again,
-    since the user may have edited the output while the run was going."""
-    labels = run.labels()
-    check_output(segmentation_node, overwrite)
-    sides = leg_sides(labels, run.image) if split else None
-    engine = run.report().get("engine", {}).get("engine", run.engine)
-    if segmentation_node is None:
-        segmentation_node = volume_node.GetScene().AddNewNodeByClass(
-            "vtkMRMLSegmentationNode", name or f"{volume_node.GetName()} legs")
-    return labels_to_segmentation(labels, volume_node, segmentation_node, sides, engine=engine)
-
-
-def segment_volume(volume_node, segmentation_node=None, engine="auto", slices=None, split=False, overwrite=False,
-                   engine_args=(), python=None, progress=None, cancel=None):
-    """Headless: run the core in a background process and import the result. Raises EditedOutputError before
-    any work if the output was edited (unless overwrite), Cancelled if cancel() became true, InputError or
-    RuntimeError with the process's message on failure. The scene changes only on success."""
-    check_output(segmentation_node, overwrite)
-    run = BackgroundRun(volume_node, engine, slices, engine_args, python).start()
-    try:
-        state = run.wait(progress, cancel)
-        if state == "cancelled":
-            raise Cancelled("segmentation cancelled; the scene is unchanged")
-        if state == "failed":
-            raise (InputError if run.process.returncode == 2 else RuntimeError)(run.error)
-        return import_result(run, volume_node, segmentation_node, split, overwrite)
-    finally:
-        run.cleanup()
+    from vtk.util.numpy_support import vtk_to_numpy
+    if segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
+        raise InputError(f"segmentation '{segmentation_node.GetName()}' and volume '{volume_node.GetName()}' are "
+                         "under different transforms; put them under the same one")
+    shape = volume_array(volume_node).shape
+    geometry = slicer.vtkOrientedImageData()
+    geometry.SetExtent(0, shape[2] - 1, 0, shape[1] - 1, 0, shape[0] - 1)
+    geometry.SetImageToWorldMatrix(_vtk_matrix(ijk_to_ras(volume_node)))
+    ids, values = vtk.vtkStringArray(), vtk.vtkIntArray()
+    for value, segment_id in enumerate(segment_ids, start=1):
+        ids.InsertNextValue(segment_id)
+        values.InsertNextValue(value)
+    merged = slicer.vtkOrientedImageData()
+    if not segmentation_node.GenerateMergedLabelmapForAllSegments(
+            merged, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY, geometry, ids, values):
+        raise RuntimeError(f"cannot export segmentation '{segmentation_node.GetName()}' on the CT grid")
+    if merged.GetExtent() != geometry.GetExtent():
+        raise RuntimeError(f"segmentation '{segmentation_node.GetName()}' came out with extent {merged.GetExtent()}, "
+                           f"not the CT's {geometry.GetExtent()}")
+    return vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape).astype(np.intp)

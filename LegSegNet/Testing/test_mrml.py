@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib import mrml
+from LegSegNetLib import mrml, mrml_run, mrml_tables
 from LegSegNetLib.engines import make_engine
 from LegSegNetLib.errors import Cancelled, InputError
 from LegSegNetLib.phantom import make_phantom
@@ -53,9 +53,9 @@ def result():
     scene, colors = new_scene()
     phantom = make_phantom(seed=3, shape=(24, 192, 256), direction=PERMUTED)
     volume = mrml.image_to_volume(phantom.ct, scene, "leg CT")
-    segmentation = mrml.segment_volume(volume, engine="threshold")
+    segmentation = mrml_run.segment_volume(volume, engine="threshold")
     tables = [scene.AddNewNodeByClass("vtkMRMLTableNode", name) for name in ("statistics", "metrics")]
-    stats = mrml.update_statistics(volume, segmentation, *tables)
+    stats = mrml_tables.update_statistics(volume, segmentation, *tables)
     return dict(scene=scene, colors=colors, phantom=phantom, volume=volume, segmentation=segmentation,
                 tables=tables, stats=stats, labels=core_labels(phantom.ct))
 
@@ -144,13 +144,13 @@ def test_geometry_equals_input(result):
 
 
 def test_tables_equal_core_statistics(result):
-    stats = mrml.core_statistics(result["phantom"].ct, result["labels"])   # from the core labels, no MRML
-    segment_rows, metric_rows = (mrml.table_rows(t) for t in result["tables"])
+    stats = mrml_tables.core_statistics(result["phantom"].ct, result["labels"])   # from the core labels, no MRML
+    segment_rows, metric_rows = (mrml_tables.table_rows(t) for t in result["tables"])
     assert [r["Segment"] for r in segment_rows] == [t.short for t in TISSUES]
     for row in segment_rows:
         core = stats.row(row["Segment"], "both")
         for name, key, _unit, _description in STAT_COLUMNS:
-            assert row[mrml.SEGMENT_STATISTICS_NAMES[key]] == pytest.approx(core[name], rel=1e-12), name
+            assert row[mrml_tables.SEGMENT_STATISTICS_NAMES[key]] == pytest.approx(core[name], rel=1e-12), name
     assert [r["Leg"] for r in metric_rows] == list(LEGS)
     for row in metric_rows:
         metrics = next(m for m in stats.metrics if m["leg"] == row["Leg"])
@@ -161,7 +161,7 @@ def test_tables_equal_core_statistics(result):
     # units and descriptions come from the core's column tables
     table = result["tables"][0]
     for name, key, unit, description in STAT_COLUMNS:
-        column = mrml.SEGMENT_STATISTICS_NAMES[key]
+        column = mrml_tables.SEGMENT_STATISTICS_NAMES[key]
         assert table.GetColumnUnitLabel(column) == unit
         assert table.GetColumnDescription(column) == description
     for name, unit, description in METRICS:
@@ -182,7 +182,7 @@ def test_segment_table_equals_slicers_own_computation(result, tmp_path):
     reader = scene.AddNewNodeByClass("vtkMRMLSegmentationStorageNode")
     reader.SetFileName(str(tmp_path / "legs.seg.nrrd"))
     assert reader.ReadData(segmentation)
-    rows = {r["Segment"]: r for r in mrml.table_rows(result["tables"][0])}
+    rows = {r["Segment"]: r for r in mrml_tables.table_rows(result["tables"][0])}
     voxel_cm3 = np.prod(volume.GetSpacing()) / 1000
     for tissue in TISSUES:
         count, mean, std = slicer_segment_statistics(scene, segmentation, volume, tissue.short)
@@ -210,12 +210,12 @@ def edited():
     scene, colors = new_scene()
     phantom = make_phantom(seed=5, shape=(16, 192, 256))
     volume = mrml.image_to_volume(phantom.ct, scene)
-    segmentation = mrml.segment_volume(volume, engine="threshold")
+    segmentation = mrml_run.segment_volume(volume, engine="threshold")
     tables = [scene.AddNewNodeByClass("vtkMRMLTableNode") for _ in range(2)]
-    mrml.update_statistics(volume, segmentation, *tables)
+    mrml_tables.update_statistics(volume, segmentation, *tables)
     data = dict(scene=scene, colors=colors, phantom=phantom, volume=volume, segmentation=segmentation,
                 tables=tables, labels=core_labels(phantom.ct))
-    before = [mrml.table_rows(t) for t in tables]
+    before = [mrml_tables.table_rows(t) for t in tables]
     assert not mrml.edited_since_produced(segmentation)
     _remove_left_imat(data)
     return data, before
@@ -223,8 +223,8 @@ def edited():
 
 def test_update_statistics_after_edit_changes_exactly_the_affected_rows(edited):
     data, (segments_before, metrics_before) = edited
-    mrml.update_statistics(data["volume"], data["segmentation"], *data["tables"])
-    segments_after, metrics_after = (mrml.table_rows(t) for t in data["tables"])
+    mrml_tables.update_statistics(data["volume"], data["segmentation"], *data["tables"])
+    segments_after, metrics_after = (mrml_tables.table_rows(t) for t in data["tables"])
     changed = [b["Segment"] for b, a in zip(segments_before, segments_after) if b != a]
     assert changed == ["IMAT"]
     assert segments_after[2]["Voxel count"] < segments_before[2]["Voxel count"]
@@ -238,13 +238,25 @@ def test_rerun_on_edited_output_raises_unless_overwrite(edited):
     assert mrml.edited_since_produced(segmentation)
     nodes = node_ids(data["scene"])
     with pytest.raises(mrml.EditedOutputError, match="edited"):
-        mrml.segment_volume(data["volume"], segmentation, engine="threshold")
+        mrml_run.segment_volume(data["volume"], segmentation, engine="threshold")
     assert node_ids(data["scene"]) == nodes
     assert mrml.segmentation_to_labels(segmentation, data["volume"])[0][data["labels"] == 3].max() <= 3   # kept
-    mrml.segment_volume(data["volume"], segmentation, engine="threshold", overwrite=True)
+    edited_labels = mrml.segmentation_to_labels(segmentation, data["volume"])[0]
+    mrml_run.segment_volume(data["volume"], segmentation, engine="threshold", overwrite=True)
     labels, _ = mrml.segmentation_to_labels(segmentation, data["volume"])
     assert np.array_equal(labels, data["labels"]) and not mrml.edited_since_produced(segmentation)
-    mrml.segment_volume(data["volume"], segmentation, engine="threshold")     # unedited output: no question
+    # the edited content survives the overwrite in a new, hidden node (the scene's undo is off in Slicer)
+    kept = data["scene"].GetFirstNodeByName(f"{segmentation.GetName()}{mrml.EDITED_COPY_SUFFIX}")
+    assert node_ids(data["scene"])[:len(nodes)] == nodes and kept.GetID() not in nodes
+    assert kept.IsA("vtkMRMLSegmentationNode") and not kept.GetDisplayNode().GetVisibility()
+    assert np.array_equal(mrml.segmentation_to_labels(kept, data["volume"])[0], edited_labels)
+    assert not np.array_equal(edited_labels, labels)
+    assert [kept.GetSegmentation().GetSegment(i).GetName() for i in kept.GetSegmentation().GetSegmentIDs()] == \
+        [t.short for t in TISSUES]
+    assert mrml.edited_since_produced(kept)          # a rerun on the copy asks too
+    count = data["scene"].GetNumberOfNodes()
+    mrml_run.segment_volume(data["volume"], segmentation, engine="threshold")     # unedited output: no question
+    assert data["scene"].GetNumberOfNodes() == count                            # and no copy: nothing was edited
 
 
 def test_foreign_segmentation_counts_as_edited():
@@ -269,7 +281,7 @@ def test_cancel_mid_run_leaves_scene_unchanged():
     temporary = set(glob.glob(os.path.join(tempfile.gettempdir(), "legsegnet-*")))
     seen = []
     with pytest.raises(Cancelled):
-        mrml.segment_volume(volume, engine="threshold", progress=lambda done, total: seen.append((done, total)),
+        mrml_run.segment_volume(volume, engine="threshold", progress=lambda done, total: seen.append((done, total)),
                             cancel=lambda: bool(seen))
     assert seen and seen[-1][0] < seen[-1][1], "cancelled after the run ended; not mid-run"
     assert node_ids(scene) == nodes
@@ -279,7 +291,7 @@ def test_cancel_mid_run_leaves_scene_unchanged():
 def test_cancel_kills_the_process():
     scene, _colors = new_scene()
     volume = mrml.image_to_volume(make_phantom(seed=2, shape=(160, 192, 256)).ct, scene)
-    run = mrml.BackgroundRun(volume, engine="threshold").start()
+    run = mrml_run.BackgroundRun(volume, engine="threshold").start()
     while run.poll() == "running" and not run.done:
         time.sleep(0.01)
     assert run.state == "running" and 0 < run.done < run.total
@@ -293,17 +305,17 @@ def test_failure_reports_the_process_message_and_leaves_scene_unchanged():
     volume = mrml.image_to_volume(make_phantom(seed=4, shape=(16, 192, 256)).ct, scene)
     nodes = node_ids(scene)
     with pytest.raises(InputError, match="selects no slice"):
-        mrml.segment_volume(volume, engine="threshold", slices="500:600")
+        mrml_run.segment_volume(volume, engine="threshold", slices="500:600")
     assert node_ids(scene) == nodes
 
 
 def test_split_legs_gives_segments_per_leg_with_side_modifiers(result):
     scene = result["scene"]
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    run = mrml.BackgroundRun(result["volume"], engine="threshold").start()
+    run = mrml_run.BackgroundRun(result["volume"], engine="threshold").start()
     try:
         assert run.wait() == "done"
-        mrml.import_result(run, result["volume"], segmentation, split=True)
+        mrml_run.import_result(run, result["volume"], segmentation, split=True)
     finally:
         run.cleanup()
     ids = list(segmentation.GetSegmentation().GetSegmentIDs())
@@ -312,26 +324,9 @@ def test_split_legs_gives_segments_per_leg_with_side_modifiers(result):
     assert segment.GetName() == "IMAT left"
     assert mrml.segment_terminology(segment) == terminology_entry(BY_SHORT["IMAT"], "left")
     table = scene.AddNewNodeByClass("vtkMRMLTableNode")
-    stats = mrml.update_statistics(result["volume"], segmentation, table, scene.AddNewNodeByClass("vtkMRMLTableNode"))
-    rows = {r["Segment"]: r for r in mrml.table_rows(table)}
+    stats = mrml_tables.update_statistics(result["volume"], segmentation, table, scene.AddNewNodeByClass("vtkMRMLTableNode"))
+    rows = {r["Segment"]: r for r in mrml_tables.table_rows(table)}
     for tissue in TISSUES:
         for side in ("left", "right"):
             assert rows[f"{tissue.short} {side}"]["Voxel count"] == result["stats"].row(tissue.short, side)["voxel_count"]
     assert stats.row("SM", "both")["voxel_count"] == result["stats"].row("SM", "both")["voxel_count"]
-
-
-def test_export_labels_and_tables(result, tmp_path):
-    volume, segmentation = result["volume"], result["segmentation"]
-    nifti = mrml.export_labels(volume, segmentation, tmp_path / "labels.nii.gz")
-    image = sitk.ReadImage(str(nifti))
-    assert np.array_equal(sitk.GetArrayFromImage(image), result["labels"])
-    assert np.allclose(image.GetDirection(), result["phantom"].ct.GetDirection())
-    seg_nrrd = mrml.export_labels(volume, segmentation, tmp_path / "labels.seg.nrrd")
-    from LegSegNetLib.segmentations import read_segmentation
-    assert np.array_equal(read_segmentation(seg_nrrd, result["phantom"].ct), result["labels"])
-    paths = mrml.export_tables_csv(result["tables"], tmp_path)
-    import csv
-    with open(paths[0], encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["Segment"] for r in rows] == [t.short for t in TISSUES]
-    assert float(rows[1]["Volume cm3"]) == pytest.approx(result["stats"].row("SM", "both")["volume_cm3"])

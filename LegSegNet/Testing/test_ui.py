@@ -22,7 +22,7 @@ SLICER_MEMBERS = {
     "qMRMLTableView": {"setMRMLTableNode", "mrmlTableNode", "setMRMLScene"},
     "qMRMLNodeComboBox": {"currentNode", "setCurrentNode", "currentNodeChanged", "setMRMLScene", "nodeTypes"},
     "ctkCollapsibleButton": {"collapsed", "text"},
-    "ctkPathLineEdit": {"currentPath", "filters"},
+    "ctkPathLineEdit": {"currentPath", "filters", "currentPathChanged"},
 }
 # Which widget class the parameter-node wrapper connects to which annotated type (Slicer's guiConnectors.py).
 CONNECTABLE = {
@@ -97,7 +97,15 @@ def test_parameter_bindings_name_real_parameters_with_connectable_widgets():
     assert set(bound) <= set(params), f"unknown parameters in the .ui: {set(bound) - set(params)}"
     for param, (cls, _base) in bound.items():
         assert params[param] in CONNECTABLE[cls], f"{param}: {cls} cannot hold a {params[param]}"
-    assert {"inputVolume", "outputSegmentation", "engine", "splitLegs", "slices", "modelFolder", "device"} <= set(bound)
+    assert {"inputVolume", "outputSegmentation", "engine", "splitLegs", "slices", "device"} <= set(bound)
+
+
+def test_model_folder_is_a_string_bound_by_hand():
+    """Slicer's Path connector writes str(Path('')) == '.' into the field; the module keeps a str and shows ''."""
+    assert parameter_annotations()["modelFolder"] == "str"
+    assert "modelFolder" not in {p for _cls, _base, p in ui_widgets().values() if p}
+    assert "currentPathChanged" in ui_uses()["modelFolderPathLineEdit"]
+    assert "currentPath" in ui_uses()["modelFolderPathLineEdit"]
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +131,6 @@ def test_ui_loads_offscreen_with_every_widget(loaded):
         assert isinstance(child, getattr(QtWidgets, base)), f"{name}: {type(child).__name__} is not a {base}"
     assert widget.findChild(QtWidgets.QPushButton, "applyButton").text() == "Segment legs"
     assert not widget.findChild(QtWidgets.QPushButton, "applyButton").isEnabled()   # until an input is chosen
+    for name in ("startHereButton", "endHereButton"):      # need an input volume too
+        assert not widget.findChild(QtWidgets.QPushButton, name).isEnabled()
+    assert widget.findChild(QtWidgets.QPushButton, "downloadWeightsButton").text().startswith("Download LegSegNet weights")
