@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
 import threading
@@ -22,7 +21,9 @@ from pathlib import Path
 from .engines import make_engine
 from .errors import InputError
 from .pipeline import OUTPUT_FILES as CASE_FILES
-from .pipeline import segment_case, settings_digest
+from .outputs import FolderLock, check_location, inside, remove_leftovers, uninterrupted
+from .dicom_seg import FILE_NAME as DICOM_SEG_FILE
+from .pipeline import check_outputs, segment_case, settings_digest, slice_bounds
 from .volumes import IMAGE_SUFFIXES, input_fingerprint, is_image_file
 
 CASE_MEMORY = 4 * 2**30        # generous working set of one case; bounds the default number of local workers
@@ -30,6 +31,13 @@ WORKER_DEATHS_ALLOWED = 1      # a case whose worker dies is retried once elsewh
 JOBQUEUE_CLUSTERS = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "sge": "SGECluster", "lsf": "LSFCluster"}
 LIST_SUFFIXES = (".txt", ".csv")
 IDENTIFIER_TAGS = {"patient_name": "0010|0010", "patient_id": "0010|0020", "patient_birth_date": "0010|0030"}
+CHARSET_TAG = "0008|0005"          # Specific Character Set
+DICOM_CHARSETS = {"ISO_IR 100": "latin-1", "ISO_IR 101": "iso8859-2", "ISO_IR 109": "iso8859-3",
+                  "ISO_IR 110": "iso8859-4", "ISO_IR 144": "iso8859-5", "ISO_IR 127": "iso8859-6",
+                  "ISO_IR 126": "iso8859-7", "ISO_IR 138": "iso8859-8", "ISO_IR 148": "iso8859-9",
+                  "ISO_IR 166": "tis-620", "ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk",
+                  "ISO_IR 6": "ascii"}
+LOCK_NAME = ".legsegnet-batch.lock"
 
 
 @dataclass
@@ -48,6 +56,8 @@ class Job:
     engine_options: dict = field(default_factory=dict)
     slices: str = None
     force: bool = False
+    tag: str = ""                 # marks this run's temporary case folders (outputs.atomic_folder)
+    with_dicom_seg: bool = False  # also segmentation.dcm (every case is a DICOM series)
 
 
 # ---------------------------------------------------------------- discovery
@@ -109,13 +119,13 @@ def _cases_in_list(list_file, exclude=None):
             continue
         path = Path(text) if Path(text).is_absolute() else base / text
         if path.is_dir():
-            inside = _cases_in_folder(path, exclude)
-            for case in inside:
+            found = _cases_in_folder(path, exclude)
+            for case in found:
                 if given_id:
-                    case.case_id = given_id if len(inside) == 1 else f"{given_id}__{case.case_id}"
-            cases += inside
+                    case.case_id = safe_id(given_id if len(found) == 1 else f"{given_id}__{case.case_id}")
+            cases += found
         else:
-            cases.append(Case(_safe_id(given_id) if given_id else _file_id(_relative(path, base)), str(path)))
+            cases.append(Case(safe_id(given_id) if given_id else _file_id(_relative(path, base)), str(path)))
     return cases
 
 
@@ -131,12 +141,17 @@ def _file_id(relative):
         if name.lower().endswith(suffix):
             name = name[:-len(suffix)]
             break
-    return _safe_id(name.replace(os.sep, "__").replace("/", "__"))
+    return safe_id(name.replace(os.sep, "__").replace("/", "__"))
 
 
-def _safe_id(text):
-    """A folder name that is safe everywhere (and never hidden, as temporary case folders are)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "case"
+def safe_id(text, limit=100):
+    """A case folder name that is safe everywhere: letters, digits and `._-` only (so no path separator and no
+    absolute path), no `..`, never hidden (temporary folders are), not empty, and short (long ids keep a hash)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(text))
+    name = re.sub(r"\.{2,}", ".", name).lstrip(".") or "case"
+    if len(name) > limit:
+        name = name[:limit - 13] + "-" + hashlib.sha256(str(text).encode()).hexdigest()[:12]
+    return name
 
 
 def _relative(path, base):
@@ -154,16 +169,21 @@ def _is_within(path, folder):
 
 
 def _unique(cases):
-    """Drop repeated inputs; give clashing ids a suffix from a hash of the input so ids stay stable."""
+    """Drop repeated inputs; make every id safe, and unique even on case-insensitive file systems: clashing ids
+    get a suffix from a hash of the input so ids stay stable."""
     seen_inputs, seen_ids, unique = set(), set(), []
     for case in cases:
         key = (os.path.abspath(case.input), case.series_uid)
         if key in seen_inputs:
             continue
         seen_inputs.add(key)
-        if case.case_id in seen_ids:
-            case.case_id += "-" + hashlib.sha256(repr(key).encode()).hexdigest()[:6]
-        seen_ids.add(case.case_id)
+        base = case.case_id = safe_id(case.case_id)
+        salt = 0
+        while case.case_id.lower() in seen_ids:
+            text = repr(key) if salt == 0 else repr((key, salt))
+            case.case_id = f"{base}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+            salt += 1
+        seen_ids.add(case.case_id.lower())
         unique.append(case)
     return unique
 
@@ -177,9 +197,24 @@ def read_identifiers(case):
     reader = sitk.ImageFileReader()
     reader.SetFileName(files[0])
     reader.ReadImageInformation()
-    values = {name: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
+    charset = reader.GetMetaData(CHARSET_TAG).strip() if reader.HasMetaDataKey(CHARSET_TAG) else ""
+    values = {name: dicom_text(reader.GetMetaData(tag), charset) if reader.HasMetaDataKey(tag) else ""
               for name, tag in IDENTIFIER_TAGS.items()}
     return {**values, "series_instance_uid": case.series_uid}
+
+
+def dicom_text(value, charset=""):
+    """A DICOM text value as SimpleITK hands it over (the file's bytes, undecodable ones as surrogates) decoded
+    by the file's Specific Character Set; without one, UTF-8 if valid, else Latin-1 (what exports often use)."""
+    raw = value.encode("utf-8", "surrogateescape")
+    names = [name.strip().replace("ISO 2022 IR ", "ISO_IR ") for name in charset.split("\\")]
+    encoding = next((DICOM_CHARSETS[name] for name in names if name in DICOM_CHARSETS), None)
+    if encoding is None:
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+    return raw.decode(encoding, errors="replace").strip()
 
 
 # ---------------------------------------------------------------- the task (runs on a worker)
@@ -197,9 +232,9 @@ def worker_engine(name, options):
         return _engines[key]
 
 
-def is_finished(outdir, case, engine, slices):
+def is_finished(outdir, case, engine, slices, with_dicom_seg=False):
     """A complete case folder (written atomically) from the same input bytes, engine and settings."""
-    if not all((outdir / name).is_file() for name in CASE_FILES):
+    if not all((outdir / name).is_file() for name in CASE_FILES + ((DICOM_SEG_FILE,) if with_dicom_seg else ())):
         return False
     try:
         report = json.loads((outdir / "report.json").read_text())
@@ -220,10 +255,13 @@ def run_case(case, job):
         return {**result, **failure("engine", err, traceback.format_exc())}
     result.update(engine={**engine.report(), "reason": reason}, engine_loads=_engine_loads[0])
     try:
-        if not job.force and is_finished(outdir, case, engine, job.slices):
+        inside(outdir, job.cases_dir)
+        if not job.force and is_finished(outdir, case, engine, job.slices, job.with_dicom_seg):
             return {**result, "status": "skipped", "task_s": time.perf_counter() - start}
-        segment_case(case.input, outdir, engine=engine, slices=job.slices, overwrite=True,
-                     series_uid=case.series_uid, engine_reason=reason)
+        check_replaceable(outdir)
+        segment_case(case.input, outdir, engine=engine, slices=job.slices, overwrite=True,    # the run holds the
+                     series_uid=case.series_uid, engine_reason=reason, lock=False, tag=job.tag,  # cohort's lock
+                     with_dicom_seg=job.with_dicom_seg)
         timings = json.loads((outdir / "report.json").read_text())["timings"]
         return {**result, "status": "done", "engine_s": timings["engine_s"], "task_s": time.perf_counter() - start}
     except InputError as err:
@@ -232,6 +270,16 @@ def run_case(case, job):
         return {**result, **failure("memory", err)}
     except Exception as err:   # noqa: BLE001 - a bug in one case must not stop the cohort
         return {**result, **failure("error", err, traceback.format_exc())}
+
+
+def check_replaceable(outdir):
+    """A case folder is replaced only when it holds nothing but the files `segment` writes."""
+    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+        raise InputError(f"{outdir} is not a case folder; move it away to segment this case")
+    foreign = sorted(p.name for p in outdir.iterdir() if p.name not in CASE_FILES) if outdir.exists() else []
+    if foreign:
+        raise InputError(f"{outdir} holds files legsegnet did not write ({', '.join(foreign[:3])}); "
+                         "move them away to segment this case")
 
 
 def failure(kind, err, trace=None):
@@ -390,31 +438,48 @@ def worker_deaths(client, key):
         return 0
 
 
-def remove_partial_folders(cases_dir):
-    """Temporary case folders left by a killed run (atomic_folder's .partial and .old-* folders)."""
-    for path in Path(cases_dir).glob(".*"):
-        if path.is_dir() and (path.name.endswith(".partial") or ".old-" in path.name):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def run_batch(inputs, outdir, engine="auto", engine_options=None, slices=None, workers=None, scheduler=None,
-              cluster=None, cluster_config=None, force=False, keep_identifiers=False, show_progress=True):
-    """Run a cohort and write its outputs into outdir. Returns cohort.json's content."""
-    from .cohort import write_cohort
+              cluster=None, cluster_config=None, force=False, keep_identifiers=False, show_progress=True,
+              with_dicom_seg=False):
+    """Run a cohort and write its outputs into outdir, which is locked for the run (a second run on it stops
+    with InputError naming the holder). Returns cohort.json's content."""
     check_execution_arguments(workers, scheduler, cluster, cluster_config)
+    if slices:
+        slice_bounds(slices)                 # a bad range stops the run before any case runs
+    outdir = check_location(outdir)
+    created = not outdir.exists()
+    outdir.mkdir(exist_ok=True)
+    try:
+        with FolderLock(outdir / LOCK_NAME, f"cohort folder {outdir}") as lock:
+            cases = discover_cases(inputs, outdir, keep_identifiers)
+            for case in cases if with_dicom_seg else ():
+                check_outputs(case.input, (), with_dicom_seg)   # DICOM series only, highdicom installed
+            settings = {"inputs": [os.fspath(i) for i in inputs], "engine": engine, "slices": slices or "all",
+                        "force": force, "keep_identifiers": keep_identifiers, "dicom_seg": with_dicom_seg}
+            job = Job(None, engine, dict(engine_options or {}), slices, force, f"run-{lock.token}.", with_dicom_seg)
+            return _run_locked(outdir, cases, job, lock, settings, (workers, scheduler, cluster, cluster_config),
+                               show_progress)
+    except InputError:
+        if created and not any(outdir.iterdir()):
+            outdir.rmdir()                   # nothing ran: leave no trace
+        raise
+
+
+def _run_locked(outdir, cases, job, lock, settings, execution_args, show_progress):
+    from .cohort import write_cohort
     started = time.time()
-    outdir = Path(outdir)
-    cases = discover_cases(inputs, outdir, keep_identifiers)
     cases_dir = outdir / "cases"
-    cases_dir.mkdir(parents=True, exist_ok=True)
-    remove_partial_folders(cases_dir)
-    engine_options = dict(engine_options or {})
-    if engine_options.get("model"):      # workers may start elsewhere (a scheduler, a queue job)
-        engine_options["model"] = os.path.abspath(engine_options["model"])
-    job = Job(os.fspath(cases_dir.resolve()), engine, engine_options, slices, force)
+    if cases_dir.is_symlink() or (cases_dir.exists() and not cases_dir.is_dir()):
+        raise InputError(f"{cases_dir} is not a folder")
+    cases_dir.mkdir(exist_ok=True)
+    if lock.taken_over:                      # a run killed outright: its temporary case folders are known
+        remove_leftovers(cases_dir, f"run-{lock.taken_over.get('token')}.")
+    if job.engine_options.get("model"):      # workers may start elsewhere (a scheduler, a queue job)
+        job.engine_options["model"] = os.path.abspath(job.engine_options["model"])
+    job.cases_dir = os.fspath(cases_dir.resolve())
     try:
         t = time.perf_counter()
-        with dask_client(len(cases), workers, scheduler, cluster, cluster_config) as (client, execution):
+        with dask_client(len(cases), *execution_args) as (client, execution):
             execution["start_s"] = time.perf_counter() - t
             link = dashboard_address(client)
             if link:
@@ -423,10 +488,9 @@ def run_batch(inputs, outdir, engine="auto", engine_options=None, slices=None, w
             results = run_tasks(client, cases, job, show_progress)
             execution["tasks_s"] = time.perf_counter() - t
     finally:
-        remove_partial_folders(cases_dir)     # the workers are gone: nothing is writing any more
-    settings = {"inputs": [os.fspath(i) for i in inputs], "engine": engine, "engine_options": job.engine_options,
-                "slices": slices or "all", "force": force, "keep_identifiers": keep_identifiers,
-                "execution": execution}
+        with uninterrupted():
+            remove_leftovers(cases_dir, job.tag)     # the workers are gone: nothing is writing any more
+    settings.update(engine_options=job.engine_options, execution=execution)
     return write_cohort(outdir, cases, results, settings, started)
 
 

@@ -1,7 +1,8 @@
-"""`legsegnet` command line. Exit codes: 0 done, 2 bad input or arguments (one clear line), 1 a bug,
-3 `batch`: some cases failed (failures.csv), 130 interrupted."""
+"""`legsegnet` command line. Exit codes: 0 done, 2 bad input, arguments or environment (one clear line on
+stderr), 1 a bug, 3 `batch`: some cases failed (failures.csv), 130 interrupted (Ctrl-C; 143 SIGTERM, 129 SIGHUP)."""
 import argparse
 import csv
+import errno
 import logging
 import sys
 import time
@@ -10,17 +11,31 @@ from pathlib import Path
 from . import __version__
 from .engines import ENGINES
 from .errors import InputError
+from .outputs import check_location, handle_stop_signals
+
+# OSErrors that come from the machine, not from a bug: a full disk, a read-only or forbidden location, ...
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
+                      errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EIO,
+                      errno.ELOOP, errno.EMFILE, errno.ENFILE, errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY}
 
 
-def _progress_bar(desc):
-    from tqdm import tqdm
-    bar = tqdm(total=0, desc=desc, unit="slice", file=sys.stderr, leave=False)
+class _ProgressBar:
+    """A progress bar on stderr (only on a terminal), started at the first progress call, after the input was
+    read: an error before it leaves stderr holding the error line alone."""
+    def __init__(self, desc):
+        self.desc, self.bar = desc, None
 
-    def update(done, total):
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-    return bar, update
+    def __call__(self, done, total):
+        if self.bar is None:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=self.desc, unit="slice", file=sys.stderr, leave=False, disable=None)
+        self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _ProgressLines:
@@ -33,14 +48,13 @@ class _ProgressLines:
 
 
 def cmd_segment(args):
-    from .pipeline import segment_case
-    if getattr(args, "progress_lines", False):
-        bar = update = _ProgressLines()
-    else:
-        bar, update = _progress_bar("segmenting")
+    from .pipeline import parse_outputs, segment_case
+    outputs = parse_outputs(args.outputs)
+    bar = update = _ProgressLines() if getattr(args, "progress_lines", False) else _ProgressBar("segmenting")
     try:
         report = segment_case(args.input, args.output, engine=args.engine, slices=args.slices,
-                              overwrite=args.overwrite, progress=update, engine_options=_engine_options(args))
+                              overwrite=args.overwrite, progress=update, engine_options=_engine_options(args),
+                              outputs=outputs, with_dicom_seg=args.dicom_seg)
     finally:
         bar.close()
     print(f"{args.output}: segmented with the {report['engine']['engine']} engine")
@@ -55,7 +69,7 @@ def cmd_stats(args):
 def cmd_phantom(args):
     import SimpleITK as sitk
     from .phantom import make_phantom
-    out = Path(args.output)
+    out = check_location(args.output)
     for name in ("ct.nii.gz", "truth.nii.gz"):
         if (out / name).exists() and not args.overwrite:
             raise InputError(f"{out / name} exists; pass --overwrite to replace it")
@@ -75,11 +89,11 @@ def cmd_demo(args):
     out = Path(args.output or f"legsegnet-demo-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} exists; choose another folder or pass --overwrite")
-    out.mkdir(parents=True, exist_ok=True)
+    check_location(out).mkdir(exist_ok=True)
     phantom = make_phantom(seed=args.seed)
     sitk.WriteImage(phantom.ct, str(out / "phantom_ct.nii.gz"), useCompression=True)
     sitk.WriteImage(phantom.truth, str(out / "phantom_truth.nii.gz"), useCompression=True)
-    bar, update = _progress_bar("segmenting")
+    bar = update = _ProgressBar("segmenting")
     try:
         report = segment_case(out / "phantom_ct.nii.gz", out / "result", engine=args.engine,
                               overwrite=args.overwrite, progress=update, engine_options=_engine_options(args))
@@ -113,11 +127,11 @@ def cmd_batch(args):
         cohort = run_batch(args.inputs, args.output, engine=args.engine, engine_options=_engine_options(args),
                            slices=args.slices, workers=args.workers,
                            scheduler=args.scheduler, cluster=args.cluster, cluster_config=args.cluster_config,
-                           force=args.force, keep_identifiers=args.keep_identifiers)
-    except KeyboardInterrupt:
+                           force=args.force, keep_identifiers=args.keep_identifiers, with_dicom_seg=args.dicom_seg)
+    except KeyboardInterrupt as stop:
         print(f"legsegnet: interrupted; finished cases are kept in {args.output}/cases; "
               "run the same command again to do the rest", file=sys.stderr)
-        return 130
+        return interrupted_code(stop)
     c = cohort["counts"]
     print(f"{args.output}: {c['cases']} cases: {c['done']} segmented, {c['skipped']} already done, "
           f"{c['failed']} failed" + (" (see failures.csv)" if c["failed"] else ""))
@@ -135,6 +149,12 @@ def _add_network_options(p):
                    help="test-time mirroring (auto: on for cuda, off for cpu, like the published app)")
     g.add_argument("--accumulation", choices=("fp16", "fp32"), default="fp16",
                    help="sliding-window accumulation dtype (fp16 reproduces nnunetv2 2.8)")
+
+
+def _add_dicom_seg_option(p):
+    p.add_argument("--dicom-seg", action="store_true",
+                   help="also write segmentation.dcm, a DICOM SEG referencing the input series (DICOM inputs "
+                   "only; needs the dicom-seg extra)")
 
 
 def _engine_options(args):
@@ -156,8 +176,35 @@ def cmd_weights(args):
         print(f"{folder}: {len(manifest['files'])} files match their sha256")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (like every other error), not a usage block."""
+    def error(self, message):
+        self.exit(2, f"legsegnet: error: {message} (see '{self.prog} --help')\n")
+
+
+def _count(text):
+    """A whole number ≥ 0 (a seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; use 0 or more")
+    return value
+
+
+def _non_negative(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of 0 or more")
+    return value
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="legsegnet", description="Lower-extremity CT tissue segmentation "
+    parser = _Parser(prog="legsegnet", description="Lower-extremity CT tissue segmentation "
                                      "(SAT, muscle, IMAT, bone) and quantification.")
     parser.add_argument("--version", action="version", version=f"legsegnet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +217,11 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--progress-lines", action="store_true",
                    help="print 'PROGRESS done total' lines on stdout instead of a progress bar")
+    p.add_argument("--outputs", metavar="LIST",
+                   help="what to write besides report.json, comma-separated from labels (labels.nii.gz), "
+                   "seg (segmentation.seg.nrrd), tables (the three CSV files), overview (overview.png, needs "
+                   "matplotlib); default: all")
+    _add_dicom_seg_option(p)
     _add_network_options(p)
     p.set_defaults(func=cmd_segment)
 
@@ -182,15 +234,15 @@ def build_parser():
 
     p = sub.add_parser("phantom", help="write a synthetic leg phantom with its ground truth")
     p.add_argument("output")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--noise", type=float, default=15.0, help="noise standard deviation (HU)")
+    p.add_argument("--seed", type=_count, default=0)
+    p.add_argument("--noise", type=_non_negative, default=15.0, help="noise standard deviation (HU)")
     p.add_argument("--touching", action="store_true", help="legs touch each other")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_phantom)
 
     p = sub.add_parser("demo", help="phantom → segment → summary table")
     p.add_argument("-o", "--output")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count, default=0)
     p.add_argument("--engine", choices=ENGINES, default="auto")
     p.add_argument("--overwrite", action="store_true")
     _add_network_options(p)
@@ -218,6 +270,7 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="rerun cases that are already done")
     p.add_argument("--keep-identifiers", action="store_true",
                    help="add DICOM patient name, ID and birth date to the cohort tables")
+    _add_dicom_seg_option(p)
     _add_network_options(p)      # each worker loads the model once with these settings
     p.set_defaults(func=cmd_batch)
     return parser
@@ -230,14 +283,28 @@ def main(argv=None):
     except SystemExit as exit_:       # argparse: 2 for bad arguments, 0 for --help
         return exit_.code
     try:
-        code = args.func(args)
+        with handle_stop_signals():
+            code = args.func(args)
     except InputError as err:
-        print(f"legsegnet: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        return _error(err)
+    except OSError as err:
+        if err.errno not in ENVIRONMENT_ERRNOS:
+            raise
+        return _error(f"{err.filename}: {err.strerror}" if err.filename else err.strerror or err)
+    except KeyboardInterrupt as stop:
         print("legsegnet: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return interrupted_code(stop)
     return code or 0
+
+
+def _error(message):
+    print(f"legsegnet: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def interrupted_code(stop):
+    """128 + the signal's number, as a shell reports it (130 for Ctrl-C)."""
+    return 128 + getattr(stop, "signum", 2)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .outputs import inside
 from .statistics import METRICS, STAT_COLUMNS
 from .tissues import TISSUES
 
@@ -61,6 +62,10 @@ def case_tables(cases_dir, cases, name, columns, keep_identifiers):
 
 
 def write_failures(outdir, cases, results):
+    """failures.csv, and failures/<case_id>.txt with the traceback of each bug; a trace file is deleted only
+    when the failures.csv it replaces (an earlier run's) lists that case as a bug: never a file we did not write."""
+    earlier_bugs = _earlier_bugs(outdir / "failures.csv")
+
     def write(path):
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, FAILURE_COLUMNS, extrasaction="ignore")
@@ -73,12 +78,20 @@ def write_failures(outdir, cases, results):
     traces = outdir / "failures"
     for case in cases:
         result = results.get(case.case_id) or {}
-        trace_file = traces / f"{case.case_id}.txt"
+        trace_file = inside(traces / f"{case.case_id}.txt", outdir)
         if result.get("traceback"):
             traces.mkdir(exist_ok=True)
             trace_file.write_text(result["traceback"])
-        elif trace_file.exists():       # fixed since: keep the folder about this run only
+        elif case.case_id in earlier_bugs and trace_file.is_file():   # fixed since: about this run only
             trace_file.unlink()
+
+
+def _earlier_bugs(failures_csv):
+    try:
+        with open(failures_csv, newline="") as f:
+            return {row.get("case_id") for row in csv.DictReader(f) if row.get("kind") == "error"}
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return set()
 
 
 def summary_values(stats, metrics):

@@ -1,20 +1,21 @@
 """The per-case work shared by the CLI, the Slicer module and cohort runs."""
+import errno
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import platform
-import shutil
-import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+from . import dicom_seg
 from .engines import make_engine
 from .errors import InputError
+from .outputs import atomic_folder
 from .overview import write_overview
 from .sides import split_legs
 from .statistics import compute_statistics
@@ -26,42 +27,60 @@ log = logging.getLogger(__name__)
 # What `segment` writes into a case folder (a folder holding all of them is complete: it was renamed into place).
 OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
                 "report.json", "overview.png")
+# What `segment --outputs` chooses from (report.json is always written); --dicom-seg adds dicom_seg.FILE_NAME.
+OUTPUT_GROUPS = {"labels": ("labels.nii.gz",), "seg": ("segmentation.seg.nrrd",),
+                 "tables": ("statistics.csv", "slices.csv", "metrics.csv"), "overview": ("overview.png",)}
 
 
-def parse_slices(text, n_slices):
-    """'A:B' (canonical axial indices, inferior first, B exclusive; either may be empty) → slice."""
+def parse_outputs(text):
+    """'labels,seg,tables' → a tuple of OUTPUT_GROUPS names (None: all of them)."""
+    if text is None:
+        return tuple(OUTPUT_GROUPS)
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in OUTPUT_GROUPS]
+    if unknown or not names:
+        raise InputError(f"--outputs '{text}': choose from {', '.join(OUTPUT_GROUPS)}, comma-separated")
+    return names
+
+
+def check_outputs(input_path, outputs, with_dicom_seg):
+    """Refuse, before any work, outputs that this input or this Python installation cannot have."""
+    if "overview" in outputs:
+        _require("matplotlib", "overview.png needs matplotlib (pip install matplotlib); "
+                 "or leave overview out of --outputs")
+    if with_dicom_seg:
+        if not os.path.isdir(input_path):
+            raise InputError(f"--dicom-seg needs a DICOM series as input; {input_path} is an image file")
+        _require("highdicom", dicom_seg.HOW_TO_GET)
+
+
+def _require(module, message):
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:           # an import hook refusing it
+        found = False
+    if not found:
+        raise InputError(message)
+
+
+def slice_bounds(text):
+    """'A:B' (either may be empty) → (start, stop); refuses other text and ranges empty for any volume, so a
+    cohort run can check --slices before any case runs."""
     try:
         start, stop = (int(v) if v.strip() else None for v in text.split(":"))
     except ValueError:
         raise InputError(f"--slices '{text}': expected A:B with integers") from None
-    chosen = slice(start, stop)
+    if start is not None and stop is not None and (start < 0) == (stop < 0) and stop <= start:
+        raise InputError(f"--slices '{text}' selects no slice")
+    return start, stop
+
+
+def parse_slices(text, n_slices):
+    """'A:B' (canonical axial indices, inferior first, B exclusive; either may be empty) → slice."""
+    chosen = slice(*slice_bounds(text))
     if len(range(*chosen.indices(n_slices))) == 0:
         raise InputError(f"--slices '{text}' selects no slice of {n_slices}")
     return chosen
-
-
-@contextmanager
-def atomic_folder(outdir, overwrite=False):
-    """Yield a temporary folder beside outdir; on success it becomes outdir, on any error it vanishes."""
-    outdir = Path(outdir)
-    if outdir.exists() and not overwrite:
-        raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", suffix=".partial", dir=outdir.parent))
-    umask = os.umask(0o022)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)         # mkdtemp makes it private; results follow the user's umask like mkdir
-    try:
-        yield tmp
-        if outdir.exists():
-            old = outdir.with_name(f".{outdir.name}.old-{os.getpid()}")
-            outdir.rename(old)
-            tmp.rename(outdir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(outdir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def settings_digest(engine_report, slices=None):
@@ -74,48 +93,49 @@ def settings_digest(engine_report, slices=None):
 
 
 def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None,
-                 series_uid=None, engine_options=None, engine_reason="given by the caller"):
+                 series_uid=None, engine_options=None, engine_reason="given by the caller", lock=True, tag="",
+                 outputs=tuple(OUTPUT_GROUPS), with_dicom_seg=False):
     """Segment one CT (series_uid: one series of a DICOM folder) and write every output into outdir
     atomically. engine: a name for engines.make_engine (with engine_options: model, device, precision, ...) or
-    an engine already loaded (engine_reason then says why it was chosen). Returns the report dict."""
-    timings = {}
-    start = time.perf_counter()
-    if Path(outdir).exists() and not overwrite:   # fail before the slow part
-        raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
-    ct = read_ct(input_path, series_uid)
-    fingerprint = fingerprint_files(ct.files)
-    view = AxialView.of(ct.image)
-    hu = view.to_canonical(ct.array)
-    chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
-    engine_obj, reason = (make_engine(engine, **(engine_options or {})) if isinstance(engine, str)
-                          else (engine, engine_reason))
-    timings["read_s"] = time.perf_counter() - start
+    an engine already loaded (engine_reason then says why it was chosen). outdir is claimed before the input is
+    read (lock and tag: see outputs.atomic_folder). outputs: OUTPUT_GROUPS names to write; with_dicom_seg: also
+    a DICOM SEG (DICOM inputs only). Returns the report dict."""
+    check_outputs(input_path, outputs, with_dicom_seg)
+    with atomic_folder(outdir, overwrite, lock, tag) as folder:
+        timings = {}
+        start = time.perf_counter()
+        ct = read_ct(input_path, series_uid)
+        fingerprint = fingerprint_files(ct.files)
+        view = AxialView.of(ct.image)
+        hu = view.to_canonical(ct.array)
+        chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
+        engine_obj, reason = (make_engine(engine, **(engine_options or {})) if isinstance(engine, str)
+                              else (engine, engine_reason))
+        timings["read_s"] = time.perf_counter() - start
 
-    t = time.perf_counter()
-    labels = np.zeros(hu.shape, np.uint8)
-    labels[chosen] = engine_obj.segment(hu[chosen], view.spacing, progress=progress, cancel=cancel)
-    timings["engine_s"] = time.perf_counter() - t
-    if not labels.any():
-        note = "no leg tissue was found: every table is empty (is a limb in the field of view?)"
-        log.warning(note)
-        ct.notes.append(note)
-    report = {"engine": {**engine_obj.report(), "reason": reason},
-              "slices": slices or "all", "notes": ct.notes, "input_fingerprint": fingerprint,
-              "settings_digest": settings_digest(engine_obj.report(), slices)}
-    write_results(ct, view, hu, labels, outdir, report, timings, overwrite)
+        t = time.perf_counter()
+        labels = np.zeros(hu.shape, np.uint8)
+        labels[chosen] = engine_obj.segment(hu[chosen], view.spacing, progress=progress, cancel=cancel)
+        timings["engine_s"] = time.perf_counter() - t
+        if not labels.any():
+            note = "no leg tissue was found: every table is empty (is a limb in the field of view?)"
+            log.warning(note)
+            ct.notes.append(note)
+        report = {"engine": {**engine_obj.report(), "reason": reason},
+                  "slices": slices or "all", "notes": ct.notes, "input_fingerprint": fingerprint,
+                  "settings_digest": settings_digest(engine_obj.report(), slices)}
+        write_results(ct, view, hu, labels, folder, report, timings, outputs, with_dicom_seg)
     return report
 
 
 def stats_case(ct_path, segmentation_path, outdir, overwrite=False):
     """Recompute the tables (and picture) for a corrected segmentation."""
-    if Path(outdir).exists() and not overwrite:
-        raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
-    ct = read_ct(ct_path)
-    view = AxialView.of(ct.image)
-    labels = view.to_canonical(read_segmentation(segmentation_path, ct.image))
-    report = {"segmentation": os.fspath(segmentation_path), "notes": ct.notes}
-    write_results(ct, view, view.to_canonical(ct.array), labels, outdir, report, {}, overwrite,
-                  with_labels=False)
+    with atomic_folder(outdir, overwrite) as folder:
+        ct = read_ct(ct_path)
+        view = AxialView.of(ct.image)
+        labels = view.to_canonical(read_segmentation(segmentation_path, ct.image))
+        report = {"segmentation": os.fspath(segmentation_path), "notes": ct.notes}
+        write_results(ct, view, view.to_canonical(ct.array), labels, folder, report, {}, ("tables", "overview"))
     return report
 
 
@@ -127,23 +147,48 @@ def canonical_statistics(image, view, hu, labels, sides=None):
     return compute_statistics(hu, labels, sides, view.spacing, view.positions(image, 0))
 
 
-def write_results(ct, view, hu, labels, outdir, report, timings, overwrite, with_labels=True):
-    t = time.perf_counter()
-    stats = canonical_statistics(ct.image, view, hu, labels)
-    timings["statistics_s"] = time.perf_counter() - t
-    with atomic_folder(outdir, overwrite) as tmp:
+def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(OUTPUT_GROUPS),
+                  with_dicom_seg=False):
+    """The chosen outputs (OUTPUT_GROUPS names) and report.json into folder (atomic_folder's temporary one)."""
+    stats = None
+    if "tables" in outputs:
         t = time.perf_counter()
-        if with_labels:
-            native = view.from_canonical(labels)
-            write_labels(native, ct.image, tmp / "labels.nii.gz")
-            write_seg_nrrd(native, ct.image, tmp / "segmentation.seg.nrrd")
-        stats.write(tmp)
-        write_overview(tmp / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source))
-        timings["write_s"] = time.perf_counter() - t
-        full = {"input": os.path.abspath(ct.source), "input_geometry": ct.geometry(),
-                "legsegnet_version": __version__, "versions": _versions(), **report, "timings": timings}
-        (tmp / "report.json").write_text(json.dumps(full, indent=2, default=str))
+        stats = canonical_statistics(ct.image, view, hu, labels)
+        timings["statistics_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    native = view.from_canonical(labels)
+    if "labels" in outputs:
+        _itk_write(folder / "labels.nii.gz", lambda path: write_labels(native, ct.image, path))
+    if "seg" in outputs:
+        _itk_write(folder / "segmentation.seg.nrrd", lambda path: write_seg_nrrd(native, ct.image, path))
+    if with_dicom_seg:
+        dicom_seg.write_dicom_seg(native, ct.image, ct.files, folder / dicom_seg.FILE_NAME,
+                                  report["engine"]["engine"])
+    if stats is not None:
+        stats.write(folder)
+    if "overview" in outputs:
+        write_overview(folder / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source))
+    timings["write_s"] = time.perf_counter() - t
+    written = sorted(os.listdir(folder) + ["report.json"])
+    full = {"input": os.path.abspath(ct.source), "input_geometry": ct.geometry(),
+            "legsegnet_version": __version__, "versions": _versions(), **report, "outputs": written,
+            "timings": timings}
+    _write_report(folder / "report.json", full)
     return stats
+
+
+def _itk_write(path, write):
+    """ITK reports a full disk or a refused write as RuntimeError: make it the OSError it is."""
+    try:
+        write(path)
+    except RuntimeError as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise OSError(errno.EIO, f"cannot be written ({lines[-1] if lines else 'ITK write error'})",
+                      os.fspath(path)) from None
+
+
+def _write_report(path, report):
+    Path(path).write_text(json.dumps(report, indent=2, default=str))
 
 
 def _case_title(source):

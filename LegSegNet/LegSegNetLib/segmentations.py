@@ -1,5 +1,6 @@
 """Segmentation files: Slicer's .seg.nrrd (written and read) and label images, placed on a CT's grid."""
 import os
+import re
 
 import numpy as np
 import SimpleITK as sitk
@@ -43,13 +44,15 @@ def read_segmentation(path, reference):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file")
-    try:
-        if path.lower().endswith(".seg.nrrd"):
-            image = _seg_nrrd_as_label_image(path)
-        else:
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: not a regular file")
+    if path.lower().endswith(".seg.nrrd"):
+        image = _seg_nrrd_as_label_image(path)
+    else:
+        try:
             image = sitk.ReadImage(path)
-    except RuntimeError as err:
-        raise InputError(f"{path}: cannot be read as a segmentation ({str(err).strip().splitlines()[-1]})") from None
+        except RuntimeError as err:
+            raise InputError(f"{path}: cannot be read as a segmentation ({_one_line(err)})") from None
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"{path}: a segmentation must be one 3D label volume")
     values = np.unique(sitk.GetArrayViewFromImage(image))
@@ -63,19 +66,99 @@ def read_segmentation(path, reference):
     return sitk.GetArrayFromImage(image).astype(np.uint8)
 
 
+# A .seg.nrrd holding more voxels (all layers) is refused before its voxels are read: 2 GB as uint8, far
+# beyond any leg CT's segmentation.
+MAX_SEGMENTATION_VOXELS = 2**31
+
+
 def _seg_nrrd_as_label_image(path):
     import slicerio.segmentation
-    seg = slicerio.read_segmentation(path)
+    _check_seg_nrrd_header(path)
+    try:
+        seg = slicerio.read_segmentation(path)
+    except Exception as err:   # noqa: BLE001 - a malformed file, whatever part of it the reader trips over
+        raise InputError(f"{path}: not a readable Slicer segmentation ({_one_line(err)})") from None
+    labels = _tissue_labels(path, seg)
+    try:
+        return image_from_matrix(labels.transpose(2, 1, 0), seg["ijkToLPS"])
+    except RuntimeError as err:
+        raise InputError(f"{path}: its geometry cannot be used ({_one_line(err)})") from None
+
+
+def _check_seg_nrrd_header(path):
+    """The header fields the labels and their placement depend on: present, well-formed, of a sane size."""
+    import nrrd
+    try:
+        header = nrrd.read_header(path)
+    except Exception as err:   # noqa: BLE001 - pynrrd raises many kinds for a damaged header
+        raise InputError(f"{path}: not a NRRD file ({_one_line(err)})") from None
+    dimension, sizes = header.get("dimension"), header.get("sizes")
+    if dimension not in (3, 4) or sizes is None or len(sizes) != dimension or min(sizes) < 1:
+        raise InputError(f"{path}: 'dimension' {dimension} and 'sizes' {sizes} do not describe a 3D segmentation "
+                         "(or 4D with layers)")
+    if int(np.prod(np.asarray(sizes, dtype=np.int64))) > MAX_SEGMENTATION_VOXELS:
+        raise InputError(f"{path}: 'sizes' {list(sizes)} declare more than {MAX_SEGMENTATION_VOXELS} voxels")
+    directions = np.asarray(header.get("space directions", np.full((3, 3), np.nan)), dtype=float)[-3:]
+    if directions.shape != (3, 3) or not np.isfinite(directions).all() or abs(np.linalg.det(directions)) < 1e-9:
+        raise InputError(f"{path}: 'space directions' missing or invalid (three non-degenerate vectors expected)")
+    origin = np.asarray(header.get("space origin", [np.nan]), dtype=float)
+    if origin.shape != (3,) or not np.isfinite(origin).all():
+        raise InputError(f"{path}: 'space origin' missing or invalid")
+    segments = {}
+    for key, value in header.items():
+        match = re.fullmatch(r"Segment(\d+)_(\w+)", key)
+        if match:
+            segments.setdefault(int(match.group(1)), {})[match.group(2)] = value
+    if not segments:
+        raise InputError(f"{path}: holds no segments (no Segment0_... fields)")
+    layers = sizes[0] if dimension == 4 else 1
+    for index, fields in sorted(segments.items()):
+        _segment_field(path, index, fields, "Name")
+        _segment_field(path, index, fields, "LabelValue", range(1, 2**16))
+        if dimension == 4 or "Layer" in fields:
+            _segment_field(path, index, fields, "Layer", range(layers))
+
+
+def _segment_field(path, index, fields, key, allowed=None):
+    value = fields.get(key)
+    if value is None or not str(value).strip():
+        raise InputError(f"{path}: segment {index} has no {key} (Segment{index}_{key})")
+    if allowed is not None and (not re.fullmatch(r"\s*\d+\s*", value) or int(value) not in allowed):
+        raise InputError(f"{path}: Segment{index}_{key} '{value}' is not a whole number in "
+                         f"{allowed.start}..{allowed.stop - 1}")
+
+
+def _tissue_labels(path, seg):
+    """(i, j, k) tissue labels from the segments; refuses segments of two tissues claiming one voxel (possible
+    with several layers), which would silently give one of them fewer voxels."""
+    import slicerio.segmentation
     voxels = seg["voxels"]
-    shape = voxels.shape[-3:]
-    labels = np.zeros(shape, np.uint8)
-    for segment in seg["segments"]:
+    if voxels.dtype.kind not in "iu":
+        raise InputError(f"{path}: voxel type {voxels.dtype} is not an integer label type")
+    labels = np.zeros(voxels.shape[-3:], np.uint8)
+    owner = np.full(voxels.shape[-3:], -1, np.int16)      # index of the segment that set each voxel
+    segments, overlaps = seg["segments"], []
+    for index, segment in enumerate(segments):
         tissue = tissue_for_name(segment.get("name", ""))
         if tissue is None:
             raise InputError(f"{path}: segment '{segment.get('name')}' is not one of "
                              f"{', '.join(t.short for t in TISSUES)}")
-        labels[slicerio.segment_mask(seg, segment)] = tissue.label
-    return image_from_matrix(labels.transpose(2, 1, 0), seg["ijkToLPS"])
+        mask = slicerio.segment_mask(seg, segment)
+        clash = mask & (labels != 0) & (labels != tissue.label)
+        for other in np.unique(owner[clash]):
+            count = int(np.count_nonzero(clash & (owner == other)))
+            overlaps.append(f"'{segments[other]['name']}' and '{segment['name']}' share {count} voxels")
+        labels[mask] = tissue.label
+        owner[mask] = index
+    if overlaps:
+        raise InputError(f"{path}: segments overlap ({'; '.join(overlaps)}); each voxel must belong to one tissue "
+                         "(in Slicer: Segment Editor, masking 'Overwrite other segments', then save again)")
+    return labels
+
+
+def _one_line(err):
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
 
 
 def _same_grid(a, b, tol=1e-4):
