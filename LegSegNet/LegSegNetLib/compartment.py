@@ -1,0 +1,172 @@
+"""The muscle compartment (inside the deep fascia) for the classical engine: a convex envelope per limb.
+
+Per slice, each limb (a body component; touching legs are cut at the valley of their column profile) gets a
+centre (the mean of its muscle core and bone). The outermost muscle-core or bone pixel in each 1° sector
+around that centre gives the envelope's radius as a function of angle; a 5-sector median drops one-sector
+outliers (a vessel, a strand at the fascia), and the convex hull of those points is the fascia. Where the
+hull bridges a gap in the muscle, the radius is interpolated linearly in angle between the gap's edges when
+that lies further out (an arc, as a round limb's fascia runs, rather than a chord). The envelope does not
+depend on the inside being muscle: deep fat pads, fatty muscle and fat between muscle groups that reaches
+the surface all stay inside it, where a closing of the muscle mask would open up.
+
+Along z, a limb's envelope is the per-angle median of the envelopes of the same limb (nearest centre) in
+the slices within ±Z_MEDIAN_MM, each measured from this slice's centre, so it changes smoothly between slices.
+"""
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+
+SECTORS = 360
+OUTLIER_SECTORS = 5
+Z_MEDIAN_MM = 7.0
+MAX_Z_NEIGHBOURS = 4          # per side
+MATCH_MM = 30.0               # the same limb's centre moves less than this between neighbouring slices
+MIN_LEG_SEPARATION_MM = 50
+MAX_VALLEY = 0.6              # valley of the column profile relative to the smaller peak: two touching legs
+
+
+def touching_split(body, px):
+    """Per slice, the column where two touching legs meet, or -1 where the column profile has no such valley."""
+    profile = ndimage.uniform_filter1d(body.sum(axis=1).astype(np.float32), max(1, int(round(5 / px))), axis=1)
+    columns = np.arange(profile.shape[1])
+    first = profile.argmax(axis=1)
+    far = np.abs(columns[None] - first[:, None]) * px >= MIN_LEG_SEPARATION_MM
+    second = np.where(far, profile, -1).argmax(axis=1)
+    rows = np.arange(profile.shape[0])
+    lo, hi = np.minimum(first, second), np.maximum(first, second)
+    between = (columns[None] > lo[:, None]) & (columns[None] < hi[:, None])
+    valley_profile = np.where(between, profile, np.inf)
+    valley = valley_profile.argmin(axis=1)
+    peak2 = profile[rows, second]
+    valley_value = valley_profile[rows, valley]
+    touching = far[rows, second] & (peak2 > 0) & (valley_value > 0) & (valley_value <= MAX_VALLEY * peak2)
+    return np.where(touching, valley, -1)
+
+
+def muscle_gaps(core, body):
+    """Per slice, columns with body but no muscle or bone between columns that have some: the fat where two
+    limbs touch (within a limb, muscle and bone span every column)."""
+    has_core = core.any(axis=1)
+    first = has_core.argmax(axis=1)
+    last = has_core.shape[1] - 1 - has_core[:, ::-1].argmax(axis=1)
+    columns = np.arange(has_core.shape[1])[None]
+    return ~has_core & body.any(axis=1) & (columns > first[:, None]) & (columns < last[:, None])
+
+
+def limb_components(body, core, px):
+    """Limb index per pixel (0 = none) numbered from 1 within each slice, and the number of limbs per slice.
+    Touching limbs are cut at the valley of the body's column profile and across columns without muscle."""
+    cut = body.copy()
+    split = touching_split(body, px)
+    for z in np.flatnonzero(split >= 0):
+        cut[z, :, split[z]] = False
+    cut &= ~muscle_gaps(core, body)[:, None, :]
+    components, n = ndimage.label(cut, np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3]))
+    first_slice = np.array([sl[0].start for sl in ndimage.find_objects(components)], int)
+    order = np.argsort(first_slice, kind="stable")
+    counts = np.bincount(first_slice, minlength=body.shape[0])
+    local = np.zeros(n + 1, np.int64)
+    local[order + 1] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+    return local[components], counts
+
+
+def hulls(points, limbs, counts):
+    """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope."""
+    z, y, x = np.nonzero(points & (limbs > 0))
+    key = (z * (counts.max() + 1) + limbs[z, y, x]).astype(np.int64)
+    n_keys = points.shape[0] * (counts.max() + 1)
+    size = np.bincount(key, minlength=n_keys)
+    cy = np.bincount(key, y, n_keys) / np.maximum(size, 1)
+    cx = np.bincount(key, x, n_keys) / np.maximum(size, 1)
+    dy, dx = y - cy[key], x - cx[key]
+    sector = ((np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi))).astype(np.int64) % SECTORS
+    radius = np.zeros(n_keys * SECTORS, np.float32)
+    np.maximum.at(radius, key * SECTORS + sector, np.hypot(dy, dx).astype(np.float32))
+    radius = ndimage.median_filter(radius.reshape(n_keys, SECTORS), size=(1, OUTLIER_SECTORS), mode="wrap")
+    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
+    result = []
+    for zi in range(points.shape[0]):
+        slice_hulls = []
+        for limb in range(1, counts[zi] + 1):
+            k = zi * (counts.max() + 1) + limb
+            slice_hulls.append(_hull(cy[k], cx[k], radius[k], angle) if size[k] >= 3 else None)
+        result.append(slice_hulls)
+    return result
+
+
+def _hull(cy, cx, radius, angle):
+    """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost radius per sector."""
+    present = radius > 0
+    pts = np.column_stack([cy + radius[present] * np.sin(angle[present]),
+                           cx + radius[present] * np.cos(angle[present])])
+    try:
+        hull = ConvexHull(np.vstack([pts, [[cy, cx]]]))
+    except (QhullError, ValueError):
+        return None
+    normal, offset = hull.equations[:, :2], hull.equations[:, 2]
+    distance = -(normal @ np.array([cy, cx]) + offset)
+    towards = normal[:, :1] * np.sin(angle)[None] + normal[:, 1:] * np.cos(angle)[None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hull_radius = np.where(towards > 1e-9, distance[:, None] / towards, np.inf).min(axis=0)
+    kept = present & (hull_radius <= radius + 1)          # sectors where the muscle itself is the envelope
+    if kept.sum() >= 3:
+        arc = np.interp(angle, angle[kept], radius[kept], period=2 * np.pi)
+        hull_radius = np.maximum(hull_radius, arc)
+    return np.array([cy, cx]), np.column_stack([cy + hull_radius * np.sin(angle), cx + hull_radius * np.cos(angle)])
+
+
+def outline_radius(centre, outline):
+    """Radius of a closed outline (points y x, star-shaped about centre) at each sector's mid-angle."""
+    dy, dx = outline[:, 0] - centre[0], outline[:, 1] - centre[1]
+    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
+    return np.interp(angle, np.arctan2(dy, dx), np.hypot(dy, dx), period=2 * np.pi)
+
+
+def envelope_profiles(all_hulls, slice_mm, px):
+    """Per slice and limb: (centre, radius per sector) with the median over neighbouring slices, or None.
+    Centres and radii are in pixels of size px mm."""
+    reach = int(min(MAX_Z_NEIGHBOURS, round(Z_MEDIAN_MM / slice_mm)))
+    profiles = []
+    for z, slice_hulls in enumerate(all_hulls):
+        out = []
+        for limb in slice_hulls:
+            if limb is None:
+                out.append(None)
+                continue
+            centre = limb[0]
+            stack = [outline_radius(centre, limb[1])]
+            for other in range(max(0, z - reach), min(len(all_hulls), z + reach + 1)):
+                if other != z:
+                    match = _nearest(all_hulls[other], centre, MATCH_MM / px)
+                    if match is not None:
+                        stack.append(outline_radius(centre, match[1]))
+            out.append((centre, np.median(np.stack(stack), axis=0)))
+        profiles.append(out)
+    return profiles
+
+
+def _nearest(slice_hulls, centre, max_distance):
+    candidates = [h for h in slice_hulls if h is not None]
+    if not candidates:
+        return None
+    distance = [np.hypot(*(h[0] - centre)) for h in candidates]
+    best = int(np.argmin(distance))
+    return candidates[best] if distance[best] <= max_distance else None
+
+
+def inside(limbs, profiles):
+    """Pixels of each limb within its envelope (limbs: local limb index per pixel of a slab)."""
+    result = np.zeros(limbs.shape, bool)
+    for z, slice_profiles in enumerate(profiles):
+        for limb, profile in enumerate(slice_profiles, start=1):
+            if profile is None:
+                continue
+            y, x = np.nonzero(limbs[z] == limb)
+            centre, radius = profile
+            dy, dx = y - centre[0], x - centre[1]
+            position = (np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi)) - 0.5
+            lower = np.floor(position).astype(np.int64)
+            frac = position - lower
+            envelope = (1 - frac) * radius[lower % SECTORS] + frac * radius[(lower + 1) % SECTORS]
+            result[z, y, x] = np.hypot(dy, dx) <= envelope
+    return result
