@@ -37,7 +37,8 @@ def write_dicom_seg(labels, reference, ct_files, path, engine_name):
         sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="LegSegNet", manufacturer_model_name=f"LegSegNet {engine_name} engine",
         software_versions=__version__, device_serial_number="none",
-        content_label="LEGSEGNET", content_description="Lower-extremity tissues (SAT, SM, IMAT, bone)",
+        content_label="LEGSEGNET",
+        content_description=f"Lower-extremity tissues ({', '.join(t.short for t in TISSUES)})",
         omit_empty_frames=True)
     seg.SeriesDescription = f"LegSegNet tissues ({engine_name})"
     seg.save_as(os.fspath(path))
