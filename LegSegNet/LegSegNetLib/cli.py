@@ -49,12 +49,15 @@ class _ProgressLines:
 
 def cmd_segment(args):
     from .pipeline import parse_outputs, segment_case
+    from .slice_images import parse_pixel_mm
     outputs = parse_outputs(args.outputs)
+    pixel_mm = parse_pixel_mm(args.pixel_mm)
     bar = update = _ProgressLines() if getattr(args, "progress_lines", False) else _ProgressBar("segmenting")
     try:
         report = segment_case(args.input, args.output, engine=args.engine, slices=args.slices,
                               overwrite=args.overwrite, progress=update, engine_options=_engine_options(args),
-                              outputs=outputs, with_dicom_seg=args.dicom_seg)
+                              outputs=outputs, with_dicom_seg=args.dicom_seg, pixel_mm=pixel_mm,
+                              level_mm=args.level_mm)
     finally:
         bar.close()
     print(f"{args.output}: segmented with the {report['engine']['engine']} engine")
@@ -203,6 +206,16 @@ def _non_negative(text):
     return value
 
 
+def _finite(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if value != value or abs(value) == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return value
+
+
 def build_parser():
     parser = _Parser(prog="legsegnet", description="Lower-extremity CT tissue segmentation "
                                      "(SAT, muscle, IMAT, bone) and quantification.")
@@ -219,8 +232,12 @@ def build_parser():
                    help="print 'PROGRESS done total' lines on stdout instead of a progress bar")
     p.add_argument("--outputs", metavar="LIST",
                    help="what to write besides report.json, comma-separated from labels (labels.nii.gz), "
-                   "seg (segmentation.seg.nrrd), tables (the three CSV files), overview (overview.png, needs "
+                   "seg (segmentation.seg.nrrd), tables (the CSV files), overview (overview.png, needs "
                    "matplotlib); default: all")
+    p.add_argument("--pixel-mm", metavar="X[,Y]", help="pixel size of a PNG/JPEG slice in mm (between columns, "
+                   "between rows); without it its areas are pixel counts")
+    p.add_argument("--level-mm", metavar="Z", type=_finite, help="measure midthigh.csv at this patient z (LPS, "
+                   "mm) instead of halfway along the femur (for scans that do not hold the whole femur)")
     _add_dicom_seg_option(p)
     _add_network_options(p)
     p.set_defaults(func=cmd_segment)

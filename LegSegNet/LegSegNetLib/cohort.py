@@ -8,7 +8,9 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .midthigh import COLUMNS as MIDTHIGH_COLUMNS
 from .outputs import inside
+from .qc import KINDS as QC_KINDS
 from .statistics import METRICS, STAT_COLUMNS
 from .tissues import TISSUES
 
@@ -35,10 +37,16 @@ def write_cohort(outdir, cases, results, settings, started):
     _replace(outdir / "cohort_metrics.csv", lambda p: metrics.to_csv(p, index=False))
     joined = stats.merge(metrics, on=[c for c in metrics.columns if c not in METRIC_KEYS[1:]], how="left")
     _replace(outdir / "cohort.parquet", lambda p: joined.to_parquet(p, index=False))
+    quality = cohort_qc(outdir / "cases", finished, keep)
+    _replace(outdir / "cohort_qc.csv", lambda p: quality.to_csv(p, index=False))
+    levels = case_tables(outdir / "cases", finished, "midthigh.csv", list(MIDTHIGH_COLUMNS), keep)
+    _replace(outdir / "cohort_midthigh.csv", lambda p: levels.to_csv(p, index=False))
     write_failures(outdir, cases, results)
     outliers = summary_values(stats, metrics)
-    _replace(outdir / "cohort_summary.png", lambda p: plot_summary(p, outliers))
+    review = review_first(quality, outliers)
+    _replace(outdir / "cohort_summary.png", lambda p: plot_summary(p, outliers, review))
     cohort = cohort_record(cases, results, settings, started, outliers)
+    cohort["review_first"] = review
     _replace(outdir / "cohort.json", lambda p: Path(p).write_text(json.dumps(cohort, indent=2, default=str)))
     return cohort
 
@@ -59,6 +67,44 @@ def case_tables(cases_dir, cases, name, columns, keep_identifiers):
     if not frames:
         return pd.DataFrame(columns=prefix + columns)
     return pd.concat(frames, ignore_index=True)
+
+
+def cohort_qc(cases_dir, cases, keep_identifiers):
+    """One row per case from its qc.csv: flagged slices in all and by kind, the worst slice and its reasons."""
+    import pandas as pd
+    rows = []
+    for case in cases:
+        frame = pd.read_csv(cases_dir / case.case_id / "qc.csv", keep_default_na=False)
+        flagged = frame[frame["flags"] != ""]
+        kinds = flagged["flags"].str.split(";")
+        worst = flagged.sort_values("review_rank").head(1)
+        row = {"case_id": case.case_id}
+        if keep_identifiers:
+            row.update({c: case.identifiers.get(c, "") for c in IDENTIFIER_COLUMNS})
+        row.update(slices=len(frame), flagged_slices=len(flagged),
+                   **{kind: int(sum(kind in k for k in kinds)) for kind in QC_KINDS},
+                   max_score=float(flagged["score"].astype(float).max()) if len(flagged) else 0.0,
+                   worst_slice=int(worst["slice"].iloc[0]) if len(worst) else "",
+                   worst_reasons=worst["reasons"].iloc[0] if len(worst) else "")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["case_id", "slices", "flagged_slices", *QC_KINDS,
+                                                          "max_score", "worst_slice", "worst_reasons"])
+
+
+def review_first(quality, panels, limit=10):
+    """Cases to open first: the highest slice-QC score first (then more flagged slices), then cases that are
+    outliers of the summary panels without a flag."""
+    flagged = quality[quality["flagged_slices"] > 0].sort_values(["max_score", "flagged_slices", "case_id"],
+                                                                 ascending=[False, False, True])
+    order = [{"case_id": r.case_id, "why": f"{r.flagged_slices} flagged slices; worst slice {r.worst_slice}: "
+              f"{r.worst_reasons}"} for r in flagged.itertuples()]
+    named = {o["case_id"] for o in order}
+    for panel in panels:
+        for case in panel["outliers"]:
+            if case not in named:
+                named.add(case)
+                order.append({"case_id": case, "why": f"outlier of {panel['title']}"})
+    return order[:limit]
 
 
 def write_failures(outdir, cases, results):
@@ -117,7 +163,7 @@ def outlying(values, whisker=1.5):
     return sorted(case for case, v in values.items() if v < low or v > high)
 
 
-def plot_summary(path, panels):
+def plot_summary(path, panels, review=()):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -149,7 +195,9 @@ def plot_summary(path, panels):
         ax.axis("off")
     n = max((len(p["values"]) for p in panels), default=0)
     fig.suptitle(f"LegSegNet cohort: {n} cases, both legs (outlying cases in red, labelled)", fontsize=11)
-    fig.tight_layout()
+    names = ", ".join(r["case_id"] for r in review[:6]) or "none (no flagged slice, no outlier)"
+    fig.text(0.01, 0.005, f"review first: {names}", fontsize=9, color="tab:red" if review else "black")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from .classical import body_mask
 from .errors import Cancelled, InputError
+from .qc import CONFIDENCE_MIN
 from .tissues import ALIASES, TISSUES, tissue_for_name
 
 HU_WINDOW = (-200.0, 200.0)
@@ -417,6 +418,7 @@ class NnUNetEngine:
     def segment(self, hu, spacing, progress=None, cancel=None):
         """Labels (uint8, canonical) for a canonical HU array (z, y, x); streamed in batches of slices."""
         labels = np.zeros(hu.shape, np.uint8)
+        uncertain = np.full(hu.shape[0], np.nan)     # per slice, for per-slice QC (NaN: not sent)
         total, sent = hu.shape[0], 0
         pixel_mm = float(np.mean(spacing[1:]))
         for z0 in range(0, total, self.batch_slices):
@@ -426,23 +428,30 @@ class NnUNetEngine:
             slab = np.asarray(hu[z0:z1], np.float32)
             has_body = slices_with_body(slab, pixel_mm)
             if has_body.any():
-                labels[z0:z1][has_body] = self.segment_slices(slab[has_body])
+                labels[z0:z1][has_body], uncertain[z0:z1][has_body] = self.segment_slices(slab[has_body],
+                                                                                          with_confidence=True)
                 sent += int(has_body.sum())
             if progress is not None:
                 progress(z1, total)
         self.last_counts = {"slices_total": total, "slices_sent_to_network": sent}
+        self.last_uncertain_share = uncertain
         return labels
 
-    def segment_slices(self, slab):
-        """Tissue labels at native size for slices that hold a body."""
+    def segment_slices(self, slab, with_confidence=False):
+        """Tissue labels at native size for slices that hold a body; with_confidence: also, per slice, the share
+        of labelled pixels whose top class probability is below qc.CONFIDENCE_MIN (from the same probabilities)."""
         torch = self.predictor.torch
         images = resize_cubic(hu_to_uint8(slab))
         with torch.inference_mode():
             probabilities = torch.stack([self.predictor.probabilities_256(image) for image in images])
             native = torch.nn.functional.interpolate(probabilities, size=slab.shape[1:], mode="bilinear",
                                                      align_corners=False)
-            channels = first_argmax(native).cpu().numpy()
-        return np.take(self.model.lut, channels)
+            labels = np.take(self.model.lut, first_argmax(native).cpu().numpy())
+            if not with_confidence:
+                return labels
+            low = (native.amax(1) < CONFIDENCE_MIN).cpu().numpy()
+        body = labels > 0
+        return labels, (low & body).sum(axis=(1, 2)) / np.maximum(body.sum(axis=(1, 2)), 1)
 
 
 def first_argmax(scores):

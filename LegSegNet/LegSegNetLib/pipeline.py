@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from . import dicom_seg
+from . import dicom_seg, midthigh, qc
 from .engines import make_engine
 from .errors import InputError
 from .outputs import atomic_folder
@@ -20,16 +20,17 @@ from .overview import write_overview
 from .sides import split_legs
 from .statistics import compute_statistics
 from .segmentations import read_segmentation, write_seg_nrrd
+from .slice_images import counting_spacing, table_units
 from .volumes import AxialView, fingerprint_files, read_ct, write_labels
 
 log = logging.getLogger(__name__)
 
 # What `segment` writes into a case folder (a folder holding all of them is complete: it was renamed into place).
 OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
-                "report.json", "overview.png")
+                "qc.csv", "midthigh.csv", "report.json", "overview.png")
 # What `segment --outputs` chooses from (report.json is always written); --dicom-seg adds dicom_seg.FILE_NAME.
 OUTPUT_GROUPS = {"labels": ("labels.nii.gz",), "seg": ("segmentation.seg.nrrd",),
-                 "tables": ("statistics.csv", "slices.csv", "metrics.csv"), "overview": ("overview.png",)}
+                 "tables": ("statistics.csv", "slices.csv", "metrics.csv", "qc.csv", "midthigh.csv"), "overview": ("overview.png",)}
 
 
 def parse_outputs(text):
@@ -83,30 +84,36 @@ def parse_slices(text, n_slices):
     return chosen
 
 
-def settings_digest(engine_report, slices=None):
+def settings_digest(engine_report, slices=None, level_mm=None):
     """Hash of what decides a result besides the input: software version, engine identity and settings, slice
-    range. A cohort run skips a finished case only when this and the input fingerprint are unchanged."""
+    range, a given mid-thigh level. A cohort run skips a finished case only when this and the input fingerprint
+    are unchanged."""
     settings = {"legsegnet": __version__, "slices": slices or "all",
                 "engine": {k: v for k, v in engine_report.items() if k != "reason"}}
+    if level_mm is not None:
+        settings["level_mm"] = level_mm
     text = json.dumps(settings, sort_keys=True, default=str)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False, progress=None, cancel=None,
                  series_uid=None, engine_options=None, engine_reason="given by the caller", lock=True, tag="",
-                 outputs=tuple(OUTPUT_GROUPS), with_dicom_seg=False):
+                 outputs=tuple(OUTPUT_GROUPS), with_dicom_seg=False, pixel_mm=None, level_mm=None):
     """Segment one CT (series_uid: one series of a DICOM folder) and write every output into outdir
     atomically. engine: a name for engines.make_engine (with engine_options: model, device, precision, ...) or
     an engine already loaded (engine_reason then says why it was chosen). outdir is claimed before the input is
     read (lock and tag: see outputs.atomic_folder). outputs: OUTPUT_GROUPS names to write; with_dicom_seg: also
-    a DICOM SEG (DICOM inputs only). Returns the report dict."""
+    a DICOM SEG (DICOM inputs only). pixel_mm: (x, y) of a PNG/JPEG slice; level_mm: measure the mid-thigh
+    tables at this patient z instead of the femur's midpoint. Returns the report dict."""
     check_outputs(input_path, outputs, with_dicom_seg)
     with atomic_folder(outdir, overwrite, lock, tag) as folder:
         timings = {}
         start = time.perf_counter()
-        ct = read_ct(input_path, series_uid)
+        ct = read_ct(input_path, series_uid, pixel_mm)
         fingerprint = fingerprint_files(ct.files)
         view = AxialView.of(ct.image)
+        if level_mm is not None:            # refused before the slow part when the level is not in the scan
+            midthigh.level_slice(level_mm, view.positions(ct.image, 0))
         hu = view.to_canonical(ct.array)
         chosen = parse_slices(slices, hu.shape[0]) if slices else slice(None)
         engine_obj, reason = (make_engine(engine, **(engine_options or {})) if isinstance(engine, str)
@@ -117,14 +124,16 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
         labels = np.zeros(hu.shape, np.uint8)
         labels[chosen] = engine_obj.segment(hu[chosen], view.spacing, progress=progress, cancel=cancel)
         timings["engine_s"] = time.perf_counter() - t
+        uncertain = _uncertain_share(engine_obj, hu.shape[0], chosen)
         if not labels.any():
             note = "no leg tissue was found: every table is empty (is a limb in the field of view?)"
             log.warning(note)
             ct.notes.append(note)
         report = {"engine": {**engine_obj.report(), "reason": reason},
                   "slices": slices or "all", "notes": ct.notes, "input_fingerprint": fingerprint,
-                  "settings_digest": settings_digest(engine_obj.report(), slices)}
-        write_results(ct, view, hu, labels, folder, report, timings, outputs, with_dicom_seg)
+                  "settings_digest": settings_digest(engine_obj.report(), slices, level_mm)}
+        write_results(ct, view, hu, labels, folder, report, timings, outputs, with_dicom_seg,
+                      uncertain=uncertain, level_mm=level_mm)
     return report
 
 
@@ -139,22 +148,52 @@ def stats_case(ct_path, segmentation_path, outdir, overwrite=False):
     return report
 
 
-def canonical_statistics(image, view, hu, labels, sides=None):
+def canonical_statistics(image, view, hu, labels, sides=None, unknown=()):
     """Statistics of canonical labels on the CT `image` (hu: its canonical array, view: its AxialView); the legs
-    are split from the labels unless a canonical side map is given."""
+    are split from the labels unless a canonical side map is given. unknown: sizes a one-slice input does not
+    give (their tables are in pixels or areas, see slice_images.table_units)."""
     if sides is None:
         sides = split_legs(labels > 0, view, image)
-    return compute_statistics(hu, labels, sides, view.spacing, view.positions(image, 0))
+    stats = compute_statistics(hu, labels, sides, counting_spacing(view.spacing, unknown), view.positions(image, 0))
+    stats.rows, stats.slices, stats.metrics = (table_units(rows, unknown)
+                                               for rows in (stats.rows, stats.slices, stats.metrics))
+    return stats
+
+
+def _uncertain_share(engine, n_slices, chosen):
+    """Per slice, the network's share of uncertain body pixels (None for engines without probabilities)."""
+    share = getattr(engine, "last_uncertain_share", None)
+    if share is None:
+        return None
+    full = np.full(n_slices, np.nan)
+    full[chosen] = share
+    return full
+
+
+def quality_tables(ct, view, hu, labels, sides, uncertain=None, level_mm=None):
+    """(qc rows, mid-thigh rows) of canonical labels, in the units the input gives."""
+    spacing = counting_spacing(view.spacing, ct.unknown)
+    positions = view.positions(ct.image, 0)
+    unit = "px" if "pixel_size" in ct.unknown else "cm2"
+    qc_rows = qc.slice_qc(hu, labels, sides, spacing, positions, uncertain, unit)
+    level_rows = table_units(midthigh.measure(hu, labels, sides, spacing, positions, level_mm), ct.unknown)
+    return qc_rows, level_rows
 
 
 def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(OUTPUT_GROUPS),
-                  with_dicom_seg=False):
-    """The chosen outputs (OUTPUT_GROUPS names) and report.json into folder (atomic_folder's temporary one)."""
-    stats = None
-    if "tables" in outputs:
-        t = time.perf_counter()
-        stats = canonical_statistics(ct.image, view, hu, labels)
-        timings["statistics_s"] = time.perf_counter() - t
+                  with_dicom_seg=False, uncertain=None, level_mm=None):
+    """The chosen outputs (OUTPUT_GROUPS names) and report.json into folder (atomic_folder's temporary one);
+    uncertain: the network's per-slice share of uncertain pixels; level_mm: a given mid-thigh level."""
+    t = time.perf_counter()
+    sides = split_legs(labels > 0, view, ct.image)
+    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown) if "tables" in outputs else None
+    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides, uncertain, level_mm)
+    timings["statistics_s"] = time.perf_counter() - t
+    report["qc"] = qc.summary(qc_rows, uncertain)
+    report["midthigh"] = midthigh.summary(level_rows)
+    if ct.unknown:
+        report["units"] = {"unknown": list(ct.unknown), "areas": "px" if "pixel_size" in ct.unknown else "cm2",
+                           "volumes": "areas of the one slice (no slice thickness)"}
     t = time.perf_counter()
     native = view.from_canonical(labels)
     if "labels" in outputs:
@@ -166,8 +205,11 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
                                   report["engine"]["engine"])
     if stats is not None:
         stats.write(folder)
+        qc.write_qc(folder / "qc.csv", qc_rows)
+        midthigh.write_midthigh(folder / "midthigh.csv", level_rows)
     if "overview" in outputs:
-        write_overview(folder / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source))
+        write_overview(folder / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source),
+                       marks=overview_marks(qc_rows, level_rows))
     timings["write_s"] = time.perf_counter() - t
     written = sorted(os.listdir(folder) + ["report.json"])
     full = {"input": os.path.abspath(ct.source), "input_geometry": ct.geometry(),
@@ -175,6 +217,14 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
             "timings": timings}
     _write_report(folder / "report.json", full)
     return stats
+
+
+def overview_marks(qc_rows, level_rows):
+    """What overview.png marks: flagged slices, the worst one, the mid-thigh level slice per leg."""
+    flagged = [r for r in qc_rows if r["flags"]]
+    worst = min(flagged, key=lambda r: r["review_rank"])["slice"] if flagged else None
+    levels = {r["leg"]: r["slice"] for r in level_rows if r["slice"] != ""}
+    return {"flagged": [r["slice"] for r in flagged], "worst": worst, "levels": levels}
 
 
 def _itk_write(path, write):

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
+from .slice_images import as_one_slice_volume, is_windowed_slice, read_windowed_slice
 from .image_files import (check_stored_data, layout_of, nifti_sform_deviation, refuse_unreadable, require_regular_file, sniff,
                           stored_files)
 
@@ -38,6 +39,7 @@ class CtVolume:
     source: str
     notes: list = field(default_factory=list)
     files: list = field(default_factory=list)   # the files the image was read from (for input_fingerprint)
+    unknown: tuple = ()   # sizes a one-slice input does not give: "pixel_size", "slice_thickness"
 
     @property
     def array(self):
@@ -54,32 +56,44 @@ def is_image_file(path):
     return str(path).lower().endswith(IMAGE_SUFFIXES)
 
 
-def read_ct(path, series_uid=None):
-    """Read a CT volume from an image file or a DICOM series folder (the largest series, or the one with
-    series_uid), validate it and return a CtVolume."""
+def read_ct(path, series_uid=None, pixel_mm=None):
+    """Read a CT volume from an image file, a DICOM series folder (the largest series, or the one with
+    series_uid) or one axial slice (a DICOM file, a 2D image file, a windowed PNG/JPEG with pixel_mm (x, y) or
+    none), validate it and return a CtVolume."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError(f"{path}: no such file or folder")
-    notes = []
+    notes, unknown = [], ()
     try:
         if os.path.isdir(path):
+            _refuse_pixel_mm(path, pixel_mm)
             image, files = read_dicom_folder(path, notes, series_uid)
         else:
-            image, files = read_image_file(path)
+            image, files, unknown = read_image_file(path, notes, pixel_mm)
     except InputError:
         raise
     except (RuntimeError, OSError) as err:    # ITK's readers raise RuntimeError for files they cannot parse
         first = str(err).strip().splitlines()
         raise InputError(f"{path}: cannot be read as an image ({first[-1] if first else 'unknown error'})") from None
     validate_ct(image, path)
-    return CtVolume(image, path, notes, files)
+    return CtVolume(image, path, notes, files, tuple(unknown))
 
 
-def read_image_file(path):
+def read_image_file(path, notes=None, pixel_mm=None):
     """Read a NIfTI/NRRD/MetaImage file the way its content (not its name) says, checking the header (size,
-    type, memory) before any voxel is read and the stored bytes before ITK reads them. (image, files)."""
+    type, memory) before any voxel is read and the stored bytes before ITK reads them; a single DICOM file or a
+    PNG/JPEG named so is one axial slice. (image, files, sizes the input does not give)."""
+    notes = [] if notes is None else notes
     require_regular_file(path)
     content = sniff(path)
+    if is_windowed_slice(path, content.kind) and not content.gzipped:
+        image, unknown = read_windowed_slice(path, content.kind, pixel_mm, notes)
+        return image, [path], unknown
+    _refuse_pixel_mm(path, pixel_mm)
+    if content.kind == "DICOM" and not content.gzipped:
+        image, files = read_dicom_folder(path, notes)
+        notes.append("one DICOM file given: read as one slice (give the folder for the whole series)")
+        return image, files, ()
     refuse_unreadable(path, content)
     if content.kind == "NIfTI" and (deviation := nifti_sform_deviation(path, content.gzipped)) > ORTHONORMAL_TOLERANCE:
         raise InputError(f"{path}: the NIfTI sform is sheared or its scales differ from pixdim "
@@ -91,13 +105,20 @@ def read_image_file(path):
     reader.ReadImageInformation()
     check_header(reader, path)
     files = check_stored_data(path, layout)
-    return reader.Execute(), files
+    if reader.GetDimension() == 2:
+        return as_one_slice_volume(reader.Execute(), notes), files, ("slice_thickness",)
+    return reader.Execute(), files, ()
+
+
+def _refuse_pixel_mm(path, pixel_mm):
+    if pixel_mm is not None:
+        raise InputError(f"{path}: --pixel-mm is for PNG/JPEG slices only; this input's header gives its pixel size")
 
 
 def check_header(reader, name):
-    """Refuse from the header alone what is not a 3D scalar volume, or too large to hold in memory."""
-    if reader.GetDimension() != 3:
-        raise InputError(f"{name}: a {reader.GetDimension()}D image; a 3D CT volume is needed")
+    """Refuse from the header alone what is not a 3D scalar volume (or a 2D slice), or too large to hold in memory."""
+    if reader.GetDimension() not in (2, 3):
+        raise InputError(f"{name}: a {reader.GetDimension()}D image; a 3D CT volume or one 2D axial slice is needed")
     pixel = reader.GetPixelID()
     if reader.GetNumberOfComponents() != 1 or pixel not in SCALAR_BYTES:
         raise InputError(f"{name}: voxels of type {sitk.GetPixelIDValueAsString(pixel)} with "

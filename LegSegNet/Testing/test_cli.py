@@ -33,7 +33,7 @@ def bad_inputs(tmp_path, phantom):
     cases["folder without DICOM"] = (tmp_path / "no-dicom", "no DICOM series")
     cases["missing"] = (tmp_path / "nothing-here.nii.gz", "no such file")
     images = {
-        "2D": (sitk.GetImageFromArray(hu[5]), "2D image"),
+        "2D not CT": (sitk.GetImageFromArray(np.clip(hu[5] + 1000, 0, None).astype(np.int16)), "not CT"),
         "4D": (sitk.JoinSeries([phantom.ct, phantom.ct]), "4D image"),
         "constant": (volume(np.full((10, 64, 64), -1000, np.int16)), "empty"),
         "NaN": (volume(np.where(hu > 1000, np.nan, hu).astype(np.float32)), "NaN"),
