@@ -27,6 +27,7 @@ TESTS = {
     "pipeline": [T + "test_cli.py", T + "test_statistics.py"],
     "volumes": [T + "test_io.py", T + "test_sides.py", T + "test_statistics.py", T + "test_batch_features.py"],
     "nnunet": [T + "test_nnunet_parity.py", T + "test_nnunet_engine.py"],
+    "outputs": [T + "test_safe_outputs.py", T + "test_cli.py"],
 }
 
 # (module, fragment as written in the source, replacement, what the mistake is, planted in work item 16)
@@ -44,13 +45,13 @@ MUTANTS = [
      "pixel area from square pixels", True),
     ("statistics", "voxel_cm3 = float(np.prod(spacing)) / 1000.0",
      "voxel_cm3 = float(spacing[0] * spacing[2] ** 2) / 1000.0", "voxel volume from square pixels", True),
-    ("pipeline", "chosen = slice(start, stop)", "chosen = slice(start, None if stop is None else stop + 1)",
+    ("pipeline", "    return start, stop\n", "    return start, None if stop is None else stop + 1\n",
      "--slices stop one slice too far", True),
     ("nnunet", "lut[channel], names[name] = tissue.label, tissue.short", "lut[channel], names[name] = channel, tissue.short",
      "network labels by channel number instead of by name", True),
-    ("pipeline", "        yield tmp\n", "        yield outdir.mkdir(exist_ok=True) or outdir\n",
+    ("outputs", "            yield tmp\n", "            yield outdir.mkdir(exist_ok=True) or outdir\n",
      "output written in place instead of through the temporary folder", True),
-    ("pipeline", "    finally:\n        shutil.rmtree(tmp, ignore_errors=True)", "    finally:\n        pass",
+    ("outputs", "                shutil.rmtree(tmp, ignore_errors=True)\n", "                pass\n",
      "a failed write leaves its .partial folder", True),
     # ---- statistics.py
     ("statistics", "NAMA_HU = (30, 150)", "NAMA_HU = (30, 149)", "NAMA upper edge 149", False),
@@ -118,7 +119,8 @@ MUTANTS = [
     ("classical", "CORTEX_HU = 200", "CORTEX_HU = 250", "cortex above 250", False),
     ("classical", "(smooth > CORTEX_HU)", "(smooth >= CORTEX_HU)", "cortex threshold inclusive", False),
     ("classical", "(smooth <= MUSCLE_HU[1])", "(smooth < MUSCLE_HU[1])", "muscle upper edge exclusive", False),
-    ("classical", 'out[fat & inside] = BY_SHORT["IMAT"].label', 'out[fat & inside] = BY_SHORT["SAT"].label',
+    ("classical", 'out[(classes == FAT) & within] = BY_SHORT["IMAT"].label',
+     'out[(classes == FAT) & within] = BY_SHORT["SAT"].label',
      "fat inside the compartment called SAT", False),
     # ---- pipeline.py
     ("pipeline", "view.positions(image, 0))", "view.positions(image, 1))", "slice positions from the wrong axis", False),
@@ -157,7 +159,7 @@ def run_tests(package, tests, timeout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="one module (statistics, sides, classical, pipeline, volumes, nnunet)")
+    parser.add_argument("--only", help="one module (statistics, sides, classical, pipeline, outputs, volumes, nnunet)")
     parser.add_argument("--planted", action="store_true", help="only the work item's planted mistakes")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant")
     args = parser.parse_args(argv)
