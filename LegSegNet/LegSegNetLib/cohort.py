@@ -17,6 +17,7 @@ from .tissues import TISSUES
 STAT_KEYS = ["tissue", "label", "leg"] + [c[0] for c in STAT_COLUMNS]
 METRIC_KEYS = ["leg"] + [m[0] for m in METRICS]
 IDENTIFIER_COLUMNS = ["patient_name", "patient_id", "patient_birth_date", "series_instance_uid"]
+MIN_OUTLIER_DEVIATION = 0.05   # an outlier also differs from the median by more than 5 % of it
 FAILURE_COLUMNS = ["case_id", "input", "kind", "message"]
 # what cohort_summary.png shows (leg "both"): (table, tissue or None, column, title)
 SUMMARY = [("statistics", t.short, "volume_cm3", f"{t.short} volume (cm³)") for t in TISSUES] + [
@@ -153,14 +154,17 @@ def summary_values(stats, metrics):
     return panels
 
 
-def outlying(values, whisker=1.5):
-    """Case ids whose value lies beyond the Tukey fences (needs four cases to mean anything)."""
+def outlying(values, whisker=1.5, min_deviation=MIN_OUTLIER_DEVIATION):
+    """Case ids whose value lies beyond the Tukey fences and differs from the median by more than min_deviation
+    of it (near-identical cases give an IQR near zero, whose fences would flag trivial differences; Tukey needs
+    four cases to mean anything)."""
     import numpy as np
     if len(values) < 4:
         return []
-    q1, q3 = np.percentile(list(values.values()), [25, 75])
+    q1, median, q3 = np.percentile(list(values.values()), [25, 50, 75])
     low, high = q1 - whisker * (q3 - q1), q3 + whisker * (q3 - q1)
-    return sorted(case for case, v in values.items() if v < low or v > high)
+    return sorted(case for case, v in values.items()
+                  if (v < low or v > high) and abs(v - median) > min_deviation * abs(median))
 
 
 def plot_summary(path, panels, review=()):

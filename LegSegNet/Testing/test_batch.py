@@ -139,6 +139,15 @@ def test_summary_labels_the_outlying_case(cohort):
     assert outliers["SAT volume (cm³)"] == ["site2__thick_fat"]
 
 
+def test_outliers_need_the_fences_and_a_real_difference():
+    from LegSegNetLib.cohort import outlying
+    alike = {"a": 125.6, "b": 125.7, "c": 125.8, "d": 123.6}       # IQR ~0.2: Tukey alone would flag d
+    assert outlying(alike) == []
+    assert outlying({**alike, "e": 199.0}) == ["e"]
+    assert outlying({"a": 100.0, "b": 101.0, "c": 99.0, "d": 80.0, "e": 100.5}) == ["d"]
+    assert outlying({"a": 1.0, "b": 2.0, "c": 300.0}) == []        # fewer than four cases: nothing
+
+
 def test_patient_identifiers_never_reach_cohort_files(cohort):
     _inputs, out, _run = cohort
     files = [p for p in out.rglob("*") if p.is_file()]
