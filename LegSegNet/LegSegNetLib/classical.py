@@ -3,7 +3,8 @@
 Works on the canonical axial array (volumes.AxialView) slab by slab with in-plane operations, so memory stays
 bounded and every step is vectorised over the slab. Two passes: the first labels tissue classes and measures
 each limb's envelope per slice (kept in the output array: class in bits 0-2, limb index in bits 3-7); the
-second regularises the envelopes along z and decides inside/outside.
+second regularises the envelopes along z and decides inside/outside. Each slab is worked on in the box around
+its tissue (air rows and columns cost nothing but one threshold), then in the box around the body.
 
   table        a thin (≤ 15 mm), wide (≥ 20 mm) horizontal band; where a limb lies on it with no air gap the
                band is bridged under the limb between the table's exposed parts (its top and bottom
@@ -36,6 +37,8 @@ TABLE_MAX_THICKNESS_MM = 15
 TABLE_MIN_WIDTH_MM = 20
 TABLE_MARGIN_MM = 1.0          # skin over a dense table is blurred into it
 SLAB = 16
+KERNEL_REACH = 2              # pixels: gaussian_filter's radius at sigma 0.5 (truncate 4)
+BOX_MARGIN = 4                # pixels around the body where its tissue is classified
 FAT, MUSCLE, BONE = 1, 2, 4    # tissue classes of the first pass
 
 IN_PLANE = np.zeros((3, 3, 3), bool)
@@ -59,12 +62,15 @@ class ClassicalEngine:
         labels = np.zeros(hu.shape, np.uint8)
         total = hu.shape[0]
         px = float(np.mean(spacing[1:]))
-        envelopes = []
+        boxes, envelopes = [], []
         for z0, z1 in self._slabs(total, progress, cancel, 0):
-            envelopes += classify_slab(np.asarray(hu[z0:z1], np.float32), px, labels[z0:z1])
+            box, slab_envelopes = classify_slab(hu[z0:z1], px, labels[z0:z1])
+            boxes.append(box)
+            envelopes += slab_envelopes
         profiles = envelope_profiles(envelopes, float(spacing[0]), px)
-        for z0, z1 in self._slabs(total, progress, cancel, total):
-            label_slab(labels[z0:z1], profiles[z0:z1])
+        for (z0, z1), box in zip(self._slabs(total, progress, cancel, total), boxes):
+            if box is not None:
+                label_slab(labels[z0:z1][box], profiles[z0:z1], box)
         return labels
 
     @staticmethod
@@ -80,54 +86,72 @@ class ClassicalEngine:
 
 
 def classify_slab(hu, px, out):
-    """First pass: tissue class | limb index << 3 into out; returns the slices' limb envelopes (hulls)."""
-    smooth = ndimage.gaussian_filter(hu, (0, 0.5, 0.5))   # tames noise for the windows; statistics use raw HU
-    dense = smooth > BODY_HU
+    """First pass: tissue class | limb index << 3 into out; returns the box holding the limbs and the slices'
+    limb envelopes (hulls, in the slab's coordinates). Work is done in the box around tissue: a smoothed value
+    is above BODY_HU only within the kernel's reach (2 px) of a raw one, so the crop changes no result."""
+    tissue = _bbox(hu > BODY_HU, margin=KERNEL_REACH + BOX_MARGIN)
+    if tissue is None:
+        return None, [[] for _ in range(hu.shape[0])]
+    smooth = ndimage.gaussian_filter(np.asarray(hu[tissue], np.float32), (0, 0.5, 0.5))   # tames noise for the
+    dense = smooth > BODY_HU                                            # windows; statistics use raw HU
     body = body_mask(smooth, px, dense & ~table_mask(dense, px))
-    box = _bbox(body, margin=4)
-    if box is None:
-        return [[] for _ in range(hu.shape[0])]
-    smooth, body = smooth[box], body[box]
+    inner = _bbox(body, margin=BOX_MARGIN)
+    if inner is None:
+        return None, [[] for _ in range(hu.shape[0])]
+    box = _compose(tissue, inner)
+    smooth, body = smooth[inner], body[inner]
     bone = bone_mask(smooth, body, px)
-    fat = body & ~bone & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
-    muscle = body & ~bone & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
+    soft = body & ~bone
+    fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
+    muscle = soft & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
     core = muscle_core(muscle, px) | bone
     limbs, counts = limb_components(body, core, px)
-    envelopes = hulls(core, limbs, counts)
-    classes = np.where(bone, BONE, fat * FAT + muscle * MUSCLE).astype(np.uint8)
+    classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
     out[box] = classes | (np.minimum(limbs, 31).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
-    return [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
+    envelopes = hulls(core, limbs, counts)
+    return box, [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
 
 
-def label_slab(out, profiles):
-    """Second pass: classes and limb envelopes → tissue labels, in place."""
-    classes, limbs = out & 7, out >> 3
-    within = inside(limbs, profiles)
-    out[:] = 0
-    out[(classes == FAT) & ~within] = BY_SHORT["SAT"].label
-    out[(classes == FAT) & within] = BY_SHORT["IMAT"].label
-    out[(classes == MUSCLE) & within] = BY_SHORT["SM"].label
-    out[classes == BONE] = BY_SHORT["Bone"].label
+def label_slab(out, profiles, box):
+    """Second pass: classes and limb envelopes → tissue labels, in place (out: the slab's box)."""
+    offset = np.array([box[1].start, box[2].start], float)
+    within = inside(out >> 3, profiles, offset)
+    out[:] = LABEL_OF[(out & 7) | (within.view(np.uint8) << 3)]
+
+
+def _label_table():
+    """Tissue label by first-pass class (bits 0-2) and inside the envelope (bit 3)."""
+    table = np.zeros(16, np.uint8)
+    table[FAT] = BY_SHORT["SAT"].label
+    table[FAT | 8] = BY_SHORT["IMAT"].label
+    table[MUSCLE | 8] = BY_SHORT["SM"].label
+    table[BONE] = table[BONE | 8] = BY_SHORT["Bone"].label
+    return table
+
+
+LABEL_OF = _label_table()
 
 
 def table_mask(dense, px):
     """A thin, wide horizontal band (the CT table), bridged under limbs that lie on it without an air gap."""
     thin = dense & (run_lengths(dense, axis=1) <= TABLE_MAX_THICKNESS_MM / px)
     band = thin & (run_lengths(thin, axis=2) >= TABLE_MIN_WIDTH_MM / px)
-    table = np.zeros_like(dense)
-    rows = np.arange(dense.shape[1])[:, None]
-    margin = TABLE_MARGIN_MM / px
-    for z in np.flatnonzero(band.any(axis=(1, 2))):
-        exposed = np.flatnonzero(band[z].any(axis=0))
-        top = band[z].argmax(axis=0)[exposed]
-        bottom = dense.shape[1] - 1 - band[z, ::-1].argmax(axis=0)[exposed]
-        columns = np.arange(exposed[0], exposed[-1] + 1)
-        top_all, bottom_all = np.interp(columns, exposed, top), np.interp(columns, exposed, bottom)
-        bridged = ~np.isin(columns, exposed)              # under a limb: cut a margin into its skin
-        top_all[bridged] -= margin
-        table[z][:, columns] = (rows >= top_all[None] - 0.5) & (rows <= bottom_all[None] + 0.5)
-    return table & dense
+    exposed = band.any(axis=1)                                 # (z, x): columns where the band shows
+    if not exposed.any():
+        return np.zeros_like(dense)
+    top = band.argmax(axis=1)
+    bottom = dense.shape[1] - 1 - band[:, ::-1].argmax(axis=1)
+    upper = np.full(exposed.shape, np.inf)
+    lower = np.full(exposed.shape, -np.inf)
+    for z in np.flatnonzero(exposed.any(axis=1)):
+        seen = np.flatnonzero(exposed[z])
+        columns = np.arange(seen[0], seen[-1] + 1)
+        upper[z, columns] = np.interp(columns, seen, top[z, seen])
+        lower[z, columns] = np.interp(columns, seen, bottom[z, seen])
+    upper[~exposed & np.isfinite(upper)] -= TABLE_MARGIN_MM / px   # under a limb: cut a margin into its skin
+    rows = np.arange(dense.shape[1])[None, :, None]
+    return dense & (rows >= upper[:, None] - 0.5) & (rows <= lower[:, None] + 0.5)
 
 
 def run_lengths(mask, axis):
@@ -146,35 +170,54 @@ def run_lengths(mask, axis):
 def body_mask(smooth, px, dense=None):
     """Limb-sized, limb-thick components above BODY_HU (or of dense: that with the table removed). Holes are
     left alone: they are air, never tissue."""
-    components, n = ndimage.label(smooth > BODY_HU if dense is None else dense, IN_PLANE)
-    if n == 0:
-        return np.zeros(smooth.shape, bool)
-    area = np.bincount(components.ravel())[1:] * px * px
-    objects = ndimage.find_objects(components)
-    width = np.array([(sl[2].stop - sl[2].start) * px for sl in objects])
-    keep = np.concatenate([[False], (area >= MIN_LIMB_AREA_MM2) & (area / width >= MIN_LIMB_THICKNESS_MM)])
-    return keep[components]
+    components, _ = ndimage.label(smooth > BODY_HU if dense is None else dense, IN_PLANE)
+    min_pixels = MIN_LIMB_AREA_MM2 / (px * px)
+    body = np.zeros(components.shape, bool)
+    for number, box in enumerate(ndimage.find_objects(components), start=1):
+        width = (box[2].stop - box[2].start) * px
+        if (box[1].stop - box[1].start) * (box[2].stop - box[2].start) < min_pixels:
+            continue                                     # too small even if it filled its box
+        mine = components[box] == number
+        area = np.count_nonzero(mine) * px * px
+        if area >= MIN_LIMB_AREA_MM2 and area / width >= MIN_LIMB_THICKNESS_MM:
+            body[box] |= mine
+    return body
 
 
 def bone_mask(smooth, body, px):
     """Cortex with its marrow; morphology runs only in the box around the cortex (bone is a small part)."""
-    cortex = remove_small(body & (smooth > CORTEX_HU), MIN_BONE_AREA_MM2 / (px * px))
+    dense = body & (smooth > CORTEX_HU)
+    bone = np.zeros_like(dense)
     closing = disk(CORTEX_CLOSING_MM / px)
-    box = _bbox(cortex, margin=closing.shape[1])
-    bone = np.zeros_like(cortex)
+    box = _bbox(dense, margin=closing.shape[1])
     if box is not None:
-        closed = ndimage.binary_closing(cortex[box], closing, border_value=0)
-        bone[box] = ndimage.binary_fill_holes(closed, IN_PLANE) & body[box]
+        cortex = remove_small(dense[box], MIN_BONE_AREA_MM2 / (px * px))
+        closed = ndimage.binary_closing(cortex, closing, border_value=0)
+        bone[box] = fill_holes(closed) & body[box]
     return bone
 
 
 def remove_small(mask, min_pixels):
-    components, n = ndimage.label(mask, IN_PLANE)
-    if n == 0:
-        return mask
-    keep = np.bincount(components.ravel()) >= min_pixels
-    keep[0] = False
-    return keep[components]
+    """mask without its in-plane components of fewer than min_pixels pixels."""
+    components, _ = ndimage.label(mask, IN_PLANE)
+    kept = np.zeros_like(mask)
+    for number, box in enumerate(ndimage.find_objects(components), start=1):
+        if (box[1].stop - box[1].start) * (box[2].stop - box[2].start) >= min_pixels:
+            mine = components[box] == number
+            if np.count_nonzero(mine) >= min_pixels:
+                kept[box] |= mine
+    return kept
+
+
+def fill_holes(mask):
+    """mask with its holes filled, in-plane: background components (8-connected) off the array's edges, as
+    ndimage.binary_fill_holes with IN_PLANE, by one labelling instead of an iterated dilation."""
+    background, n = ndimage.label(~mask, IN_PLANE)
+    reaches_edge = np.zeros(n + 1, bool)
+    for edge in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
+        reaches_edge[edge] = True
+    reaches_edge[0] = False                            # label 0: the mask itself
+    return ~reaches_edge[background]
 
 
 def muscle_core(muscle, px):
@@ -196,10 +239,15 @@ def block_mean(mask, factor):
     if factor == 1:
         return mask.astype(np.float32)
     z, y, x = mask.shape
-    ny, nx = -(-y // factor), -(-x // factor)
-    padded = np.zeros((z, ny * factor, nx * factor), np.float32)
+    padded = np.zeros((z, -(-y // factor) * factor, -(-x // factor) * factor), np.uint8)
     padded[:, :y, :x] = mask
-    return padded.reshape(z, ny, factor, nx, factor).mean(axis=(2, 4))
+    count = sum(padded[:, i::factor, j::factor] for i in range(factor) for j in range(factor))
+    return count / np.float32(factor * factor)
+
+
+def _compose(outer, inner):
+    """The box inner (relative to box outer) in outer's frame."""
+    return tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
 
 
 def _bbox(mask, margin):
@@ -207,5 +255,5 @@ def _bbox(mask, margin):
         return None
     ys = np.flatnonzero(mask.any(axis=(0, 2)))
     xs = np.flatnonzero(mask.any(axis=(0, 1)))
-    return (slice(None), slice(max(ys[0] - margin, 0), ys[-1] + margin + 1),
-            slice(max(xs[0] - margin, 0), xs[-1] + margin + 1))
+    return (slice(0, mask.shape[0]), slice(max(ys[0] - margin, 0), min(ys[-1] + margin + 1, mask.shape[1])),
+            slice(max(xs[0] - margin, 0), min(xs[-1] + margin + 1, mask.shape[2])))

@@ -22,6 +22,7 @@ Z_MEDIAN_MM = 7.0
 MAX_Z_NEIGHBOURS = 4          # per side
 MATCH_MM = 30.0               # the same limb's centre moves less than this between neighbouring slices
 MIN_LEG_SEPARATION_MM = 50
+EDGE_DEPTH = 2                # pixels: where a wedge's outermost pixel lies (wedges narrower than a pixel)
 MAX_VALLEY = 0.6              # valley of the column profile relative to the smaller peak: two touching legs
 
 
@@ -61,37 +62,51 @@ def limb_components(body, core, px):
     for z in np.flatnonzero(split >= 0):
         cut[z, :, split[z]] = False
     cut &= ~muscle_gaps(core, body)[:, None, :]
-    components, n = ndimage.label(cut, np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3]))
-    first_slice = np.array([sl[0].start for sl in ndimage.find_objects(components)], int)
-    order = np.argsort(first_slice, kind="stable")
-    counts = np.bincount(first_slice, minlength=body.shape[0])
-    local = np.zeros(n + 1, np.int64)
-    local[order + 1] = np.arange(n) - np.repeat(np.cumsum(counts) - counts, counts) + 1
-    return local[components], counts
+    components, _ = ndimage.label(cut, np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3]))
+    # components never span slices and are numbered in scan order, so slice z holds the numbers after the
+    # highest number of the slices before it
+    last = np.maximum.accumulate(components.max(axis=(1, 2)))
+    before = np.concatenate([[0], last[:-1]])
+    counts = last - before
+    local = np.where(components > 0, components - before[:, None, None], 0).astype(np.uint16)
+    return local, counts
 
 
 def hulls(points, limbs, counts):
-    """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope."""
-    z, y, x = np.nonzero(points & (limbs > 0))
-    key = (z * (counts.max() + 1) + limbs[z, y, x]).astype(np.int64)
-    n_keys = points.shape[0] * (counts.max() + 1)
-    size = np.bincount(key, minlength=n_keys)
-    cy = np.bincount(key, y, n_keys) / np.maximum(size, 1)
-    cx = np.bincount(key, x, n_keys) / np.maximum(size, 1)
-    dy, dx = y - cy[key], x - cx[key]
+    """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope.
+    Centres come from row and column counts; the outermost pixel per sector is sought among each limb's
+    pixels near its edge only: a pixel deeper inside has one further out in the same 1° wedge."""
+    held = np.where(points, limbs, np.uint16(0))
+    n = int(counts.max()) + 1
+    size, cy, cx = np.zeros((3, points.shape[0], n))
+    for limb in range(1, n):
+        mine = held == limb
+        rows, columns = np.count_nonzero(mine, axis=2), np.count_nonzero(mine, axis=1)
+        size[:, limb] = rows.sum(axis=1)
+        cy[:, limb] = rows @ np.arange(rows.shape[1]) / np.maximum(size[:, limb], 1)
+        cx[:, limb] = columns @ np.arange(columns.shape[1]) / np.maximum(size[:, limb], 1)
+    z, y, x = np.nonzero(edge_pixels(held))
+    key = z * n + held[z, y, x]
+    dy, dx = y - cy.ravel()[key], x - cx.ravel()[key]
     sector = ((np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi))).astype(np.int64) % SECTORS
-    radius = np.zeros(n_keys * SECTORS, np.float32)
+    radius = np.zeros(size.size * SECTORS, np.float32)
     np.maximum.at(radius, key * SECTORS + sector, np.hypot(dy, dx).astype(np.float32))
-    radius = ndimage.median_filter(radius.reshape(n_keys, SECTORS), size=(1, OUTLIER_SECTORS), mode="wrap")
+    radius = ndimage.median_filter(radius.reshape(size.size, SECTORS), size=(1, OUTLIER_SECTORS), mode="wrap")
+    radius = radius.reshape(points.shape[0], n, SECTORS)
     angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
-    result = []
-    for zi in range(points.shape[0]):
-        slice_hulls = []
-        for limb in range(1, counts[zi] + 1):
-            k = zi * (counts.max() + 1) + limb
-            slice_hulls.append(_hull(cy[k], cx[k], radius[k], angle) if size[k] >= 3 else None)
-        result.append(slice_hulls)
-    return result
+    return [[_hull(cy[zi, limb], cx[zi, limb], radius[zi, limb], angle) if size[zi, limb] >= 3 else None
+             for limb in range(1, counts[zi] + 1)] for zi in range(points.shape[0])]
+
+
+def edge_pixels(held, depth=EDGE_DEPTH):
+    """Set pixels within depth 4-neighbour steps of a pixel of another value (or of the array's border)."""
+    inner = held > 0
+    for _ in range(depth):
+        padded = np.pad(held * inner, ((0, 0), (1, 1), (1, 1)))
+        centre = padded[:, 1:-1, 1:-1]
+        inner = ((padded[:, :-2, 1:-1] == centre) & (padded[:, 2:, 1:-1] == centre)
+                 & (padded[:, 1:-1, :-2] == centre) & (padded[:, 1:-1, 2:] == centre) & inner)
+    return (held > 0) & ~inner
 
 
 def _hull(cy, cx, radius, angle):
@@ -103,16 +118,28 @@ def _hull(cy, cx, radius, angle):
         hull = ConvexHull(np.vstack([pts, [[cy, cx]]]))
     except (QhullError, ValueError):
         return None
-    normal, offset = hull.equations[:, :2], hull.equations[:, 2]
-    distance = -(normal @ np.array([cy, cx]) + offset)
-    towards = normal[:, :1] * np.sin(angle)[None] + normal[:, 1:] * np.cos(angle)[None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        hull_radius = np.where(towards > 1e-9, distance[:, None] / towards, np.inf).min(axis=0)
+    hull_radius = _polygon_radius(hull.points[hull.vertices] - [cy, cx], angle)
     kept = present & (hull_radius <= radius + 1)          # sectors where the muscle itself is the envelope
     if kept.sum() >= 3:
         arc = np.interp(angle, angle[kept], radius[kept], period=2 * np.pi)
         hull_radius = np.maximum(hull_radius, arc)
     return np.array([cy, cx]), np.column_stack([cy + hull_radius * np.sin(angle), cx + hull_radius * np.cos(angle)])
+
+
+def _polygon_radius(vertices, angle):
+    """Distance from the origin to a convex polygon's edge (vertices y x around the origin) along each angle:
+    the edge between the two vertices that bracket the angle. 0 everywhere if the origin is a vertex."""
+    if (np.abs(vertices).sum(axis=1) < 1e-9).any():
+        return np.zeros(angle.shape)
+    vertex_angle = np.arctan2(vertices[:, 0], vertices[:, 1])
+    order = np.argsort(vertex_angle)
+    vertex_angle, vertices = vertex_angle[order], vertices[order]
+    after = np.searchsorted(vertex_angle, angle) % len(vertices)
+    start = vertices[after - 1]
+    edge = vertices[after] - start
+    ray_y, ray_x = np.sin(angle), np.cos(angle)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (start[:, 0] * edge[:, 1] - start[:, 1] * edge[:, 0]) / (ray_y * edge[:, 1] - ray_x * edge[:, 0])
 
 
 def outline_radius(centre, outline):
@@ -154,19 +181,30 @@ def _nearest(slice_hulls, centre, max_distance):
     return candidates[best] if distance[best] <= max_distance else None
 
 
-def inside(limbs, profiles):
-    """Pixels of each limb within its envelope (limbs: local limb index per pixel of a slab)."""
+def inside(limbs, profiles, offset=(0.0, 0.0)):
+    """Pixels of each limb within its envelope (limbs: local limb index per pixel of a slab; profiles: per slice
+    and limb (centre, radius) in a frame where this array starts at offset). Each envelope is tested only in
+    its own bounding box, on dense rows and columns (no per-pixel gathers)."""
     result = np.zeros(limbs.shape, bool)
     for z, slice_profiles in enumerate(profiles):
         for limb, profile in enumerate(slice_profiles, start=1):
-            if profile is None:
-                continue
-            y, x = np.nonzero(limbs[z] == limb)
-            centre, radius = profile
-            dy, dx = y - centre[0], x - centre[1]
-            position = (np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi)) - 0.5
-            lower = np.floor(position).astype(np.int64)
-            frac = position - lower
-            envelope = (1 - frac) * radius[lower % SECTORS] + frac * radius[(lower + 1) % SECTORS]
-            result[z, y, x] = np.hypot(dy, dx) <= envelope
+            if profile is not None:
+                _inside_envelope(result[z], limbs[z], limb, profile[0] - offset, profile[1])
     return result
+
+
+def _inside_envelope(out, limbs, limb, centre, radius):
+    """Set out where limbs == limb within radius (per sector, linear between sector mid-angles) of centre."""
+    reach = float(radius.max()) + 1
+    y0, x0 = np.maximum(np.floor(centre - reach), 0).astype(int)
+    y1, x1 = np.ceil(centre + reach).astype(int)
+    dy = (np.arange(y0, min(y1, out.shape[0])) - centre[0]).astype(np.float32)[:, None]
+    dx = (np.arange(x0, min(x1, out.shape[1])) - centre[1]).astype(np.float32)[None, :]
+    position = np.arctan2(dy, dx) * np.float32(SECTORS / (2 * np.pi)) + np.float32(SECTORS / 2 - 0.5)
+    lower = np.floor(position)
+    frac = position - lower
+    ring = np.concatenate([radius[-1:], radius, radius[:1]]).astype(np.float32)   # sector -1 .. SECTORS
+    below = lower.astype(np.intp) + 1
+    envelope = ring[below] + frac * (ring[below + 1] - ring[below])
+    window = (slice(y0, y0 + dy.shape[0]), slice(x0, x0 + dx.shape[1]))
+    out[window] |= (limbs[window] == limb) & (dy * dy + dx * dx <= envelope * np.abs(envelope))   # signed square
