@@ -12,8 +12,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-# Panel choice → core engine name (same as LegSegNetLib.panel.ENGINE_CHOICES; repeated here so that loading the
-# module imports nothing of the core).
+# The panel's engine choices (LegSegNetLib.panel.ENGINE_CHOICES; repeated: loading the module imports no core)
 ENGINE_CHOICES = ("auto", "network", "classical")
 TERMINOLOGY_FILE = os.path.join(os.path.dirname(__file__), "Resources",
                                 "SegmentationCategoryTypeModifier-LegSegNet.term.json")
@@ -74,6 +73,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._run = self._onRunEnd = None
         self._output, self._overwrite = None, False
+        self._quality = None
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.timeout.connect(self.onPoll)
@@ -97,6 +97,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.updateStatisticsButton.clicked.connect(self.onUpdateStatistics)
         self.ui.exportButton.clicked.connect(self.onExport)
         self.ui.segmentEditorButton.clicked.connect(self.onSegmentEditor)
+        self.ui.reviewListWidget.currentRowChanged.connect(self.onReviewChosen)
         self.initializeParameterNode()
 
     def cleanup(self):
@@ -133,9 +134,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
-            self.ui.statisticsTableView.setMRMLTableNode(self._parameterNode.statisticsTable)
-            self.ui.metricsTableView.setMRMLTableNode(self._parameterNode.metricsTable)
+            self.showTables()
             self.updateButtons()
+
+    def showTables(self):
+        self.ui.statisticsTableView.setMRMLTableNode(self._parameterNode.statisticsTable)
+        self.ui.metricsTableView.setMRMLTableNode(self._parameterNode.metricsTable)
 
     def updateButtons(self, caller=None, event=None):
         from LegSegNetLib import panel
@@ -154,6 +158,27 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             if self.ui.modelFolderPathLineEdit.currentPath != folder:
                 self.ui.modelFolderPathLineEdit.currentPath = folder
             self.ui.sliceRangeInfoLabel.text = panel.describe_volume_range(p.inputVolume, p.slices)
+        self.updateReview()
+
+    def updateReview(self):
+        """The review list and mid-thigh lines stored with the output segmentation (refilled when they change)."""
+        from LegSegNetLib import mrml_tables, panel
+        quality = mrml_tables.quality_of(self._parameterNode.outputSegmentation if self._parameterNode else None)
+        if quality == self._quality:
+            return
+        self._quality = quality
+        self.ui.reviewListWidget.clear()
+        self.ui.reviewListWidget.addItems(panel.review_items(quality))
+        self.ui.midthighLabel.text = panel.midthigh_text(quality)
+
+    def onReviewChosen(self, row):
+        """Move the slice views to the chosen slice (its centre on the CT's grid)."""
+        from LegSegNetLib import panel
+        p = self._parameterNode
+        if p and p.inputVolume and 0 <= row < len(self._quality["review"]):
+            with slicer.util.tryWithErrorDisplay("LegSegNet cannot show that slice."):
+                r, a, s = panel.review_position(p.inputVolume, self._quality["review"][row])
+                slicer.vtkMRMLSliceNode.JumpAllSlices(slicer.mrmlScene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     def onModelFolderChanged(self, path):
         from LegSegNetLib import panel
@@ -210,11 +235,12 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -------------------------------------------------------------- segment
     def onApply(self):
+        from LegSegNetLib import slicer_app
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("LegSegNet cannot start."):
             if not self.logic.ensureDependencies(p.engine, p.modelFolder):
                 return
-            output = self.askAboutEditedOutput(p.outputSegmentation)
+            output = slicer_app.ask_about_edited_output(p.outputSegmentation)
             if output is False:
                 return
             self._output, self._overwrite = output
@@ -222,33 +248,13 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 run = self.logic.start(p.inputVolume, p.engine, p.slices, p.modelFolder, p.device)
             self.startBackground(run, self.importResult, "Segmenting in a background process…")
 
-    def askAboutEditedOutput(self, segmentation):
-        """(output node or None for a new one, overwrite) — or False if the user cancels."""
-        from LegSegNetLib import mrml
-        if not mrml.edited_since_produced(segmentation):
-            return segmentation, False
-        box = qt.QMessageBox(slicer.util.mainWindow())
-        box.setWindowTitle("LegSegNet")
-        box.setText(f"Segmentation '{segmentation.GetName()}' was edited since LegSegNet produced it.")
-        box.setInformativeText(f"Overwrite it (your edited version is kept as '{segmentation.GetName()}"
-                               f"{mrml.EDITED_COPY_SUFFIX}'), put the result in a new segmentation, or cancel?")
-        overwrite = box.addButton("Overwrite", qt.QMessageBox.DestructiveRole)
-        new = box.addButton("New segmentation", qt.QMessageBox.AcceptRole)
-        box.addButton(qt.QMessageBox.Cancel)
-        box.exec_()
-        if box.clickedButton() == overwrite:
-            return segmentation, True
-        if box.clickedButton() == new:
-            return None, False
-        return False
-
     def importResult(self, run):
         """The run's labels into the segmentation, its statistics (computed in the background) into the tables."""
-        from LegSegNetLib import mrml_run, panel
+        from LegSegNetLib import mrml_run, panel, slicer_app
         p = self._parameterNode
         output = self._output
         if output is not None and not self._overwrite:
-            answer = self.askAboutEditedOutput(output)     # edited while the run was going?
+            answer = slicer_app.ask_about_edited_output(output)     # edited while the run was going?
             if answer is False:
                 self.ui.statusLabel.text = "Result discarded."
                 return
@@ -259,8 +265,7 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             segmentation = mrml_run.import_result(run, p.inputVolume, output, p.splitLegs, self._overwrite, None,
                                                   p.statisticsTable, p.metricsTable)
         p.outputSegmentation = segmentation
-        self.ui.statisticsTableView.setMRMLTableNode(p.statisticsTable)
-        self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
+        self.showTables()
         kept = run.kept_copy.GetName() if run.kept_copy else None
         self.ui.statusLabel.text = panel.status_text(segmentation.GetName(), run.report(), kept)
 
@@ -282,28 +287,35 @@ class LegSegNetWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -------------------------------------------------------------- results
     def onUpdateStatistics(self):
+        """Both tables, the review list and the mid-thigh lines from the segments as they are now, computed in a
+        background process (only the labels are taken here, straight from the segmentation's layers)."""
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("LegSegNet could not compute the statistics.", waitCursor=True):
-            p.statisticsTable, p.metricsTable = self.logic.updateStatistics(
-                p.inputVolume, p.outputSegmentation, p.statisticsTable, p.metricsTable)
-            self.ui.statisticsTableView.setMRMLTableNode(p.statisticsTable)
-            self.ui.metricsTableView.setMRMLTableNode(p.metricsTable)
+            p.statisticsTable, p.metricsTable = self.logic.tables(p.outputSegmentation.GetName(), p.statisticsTable,
+                                                                  p.metricsTable)
+            run = self.logic.startStatistics(p.inputVolume, p.outputSegmentation)
+            self.startBackground(run, self.onStatisticsDone, "Computing the statistics in a background process…")
+
+    def onStatisticsDone(self, run):
+        p = self._parameterNode
+        run.apply(p.outputSegmentation, p.statisticsTable, p.metricsTable)
+        self.showTables()
+        self.ui.statusLabel.text = f"Statistics updated from '{p.outputSegmentation.GetName()}' as it is now."
 
     def onExport(self):
-        """Tables as CSV, the segmentation as the user sees it (.seg.nrrd; label NIfTI + colour table CSV)."""
+        """Tables as CSV, the segmentation as the user sees it (.seg.nrrd; label NIfTI + colour table CSV), and a
+        DICOM SEG of the tissues when the CT came from DICOM (highdicom installed after consent)."""
         from LegSegNetLib import mrml_tables, slicer_app
         p = self._parameterNode
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export LegSegNet results to")
         if not folder:
             return
         with slicer.util.tryWithErrorDisplay("LegSegNet export failed."):
+            dicomFiles = slicer_app.dicom_seg_sources(p.inputVolume)     # None: no DICOM SEG
             with slicer.util.WaitCursor():
                 paths = mrml_tables.export_all(folder, p.inputVolume, p.outputSegmentation,
-                                               [p.statisticsTable, p.metricsTable])
+                                               [p.statisticsTable, p.metricsTable], dicomFiles)
             slicer.util.infoDisplay("Written:\n" + "\n".join(str(path) for path in paths))
-            if slicer_app.is_from_dicom(p.inputVolume) and slicer.util.confirmYesNoDisplay(
-                    "The CT came from DICOM. Export the segmentation as DICOM SEG too?"):
-                slicer_app.export_dicom_seg_dialog(p.outputSegmentation)
 
     def onSegmentEditor(self):
         p = self._parameterNode
@@ -329,25 +341,17 @@ class LegSegNetLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def start(volume, engine="auto", slices="", modelFolder="", device="auto"):
         from LegSegNetLib import mrml_run, panel, slicer_app
-        engineArgs = []
-        if engine != "classical" and panel.model_folder_text(modelFolder):
-            engineArgs += ["--model", panel.model_folder_text(modelFolder)]
-        if engine != "classical" and device != "auto":
-            engineArgs += ["--device", device]
-        return mrml_run.BackgroundRun(volume, panel.ENGINE_CHOICES[engine], slices or None, engineArgs,
+        return mrml_run.BackgroundRun(volume, panel.ENGINE_CHOICES[engine], slices or None,
+                                      panel.engine_args(engine, modelFolder, device),
                                       python=slicer_app.python_executable()).start()
 
     def process(self, volume, segmentation=None, engine="classical", splitLegs=False, overwrite=False):
         """Segment and fill both tables without the GUI (scripts, self-test). Returns (segmentation, tables)."""
-        from LegSegNetLib import mrml_run
-        run = self.start(volume, engine)
-        try:
-            if run.wait() != "done":
-                raise RuntimeError(f"LegSegNet segmentation {run.state}: {run.error}")
-            tables = self.tables((segmentation or volume).GetName())
-            segmentation = mrml_run.import_result(run, volume, segmentation, splitLegs, overwrite, None, *tables)
-        finally:
-            run.cleanup()
+        from LegSegNetLib import mrml_run, panel, slicer_app
+        tables = self.tables((segmentation or volume).GetName())
+        segmentation = mrml_run.segment_volume(volume, segmentation, panel.ENGINE_CHOICES[engine], None, splitLegs,
+                                               overwrite, python=slicer_app.python_executable(),
+                                               segment_table=tables[0], metrics_table=tables[1])
         return (segmentation,) + tables
 
     @staticmethod
@@ -355,13 +359,11 @@ class LegSegNetLogic(ScriptedLoadableModuleLogic):
         from LegSegNetLib import mrml_tables
         return mrml_tables.table_nodes(slicer.mrmlScene, name, statisticsTable, metricsTable)
 
-    def updateStatistics(self, volume, segmentation, statisticsTable=None, metricsTable=None):
-        """Segment Statistics fills the first table (labelmap + scalar volume plugins); the core the second."""
-        from LegSegNetLib import mrml_tables, slicer_app
-        statisticsTable, metricsTable = self.tables(segmentation.GetName(), statisticsTable, metricsTable)
-        done = slicer_app.segment_statistics(volume, segmentation, statisticsTable)
-        mrml_tables.update_statistics(volume, segmentation, None if done else statisticsTable, metricsTable)
-        return statisticsTable, metricsTable
+    @staticmethod
+    def startStatistics(volume, segmentation):
+        """Update statistics in a background process; its apply(segmentation, tables...) fills the tables."""
+        from LegSegNetLib import mrml_run, slicer_app
+        return mrml_run.BackgroundStatistics(volume, segmentation, python=slicer_app.python_executable()).start()
 
 
 class LegSegNetTest(ScriptedLoadableModuleTest):

@@ -24,17 +24,28 @@ from LegSegNetLib.volumes import AxialView  # noqa: E402
 CALLOUTS = ["inputVolumeSelector", "outputSegmentationSelector", "engineComboBox", "sliceRangeLineEdit",
             "splitLegsCheckBox", "modelFolderPathLineEdit", "applyButton", "cancelButton", "progressBar",
             "statisticsTableView", "metricsTableView", "updateStatisticsButton", "exportButton",
-            "segmentEditorButton"]
+            "segmentEditorButton", "reviewListWidget", "midthighLabel"]
 
 
-def phantom_statistics():
+def phantom_results():
+    """The phantom's statistics, and its review list and mid-thigh rows (metal planted in slice 9)."""
     import SimpleITK as sitk
+    from LegSegNetLib import midthigh, qc
     from LegSegNetLib.pipeline import canonical_statistics
+    from LegSegNetLib.sides import split_legs
     ct = make_phantom(seed=0, shape=(16, 192, 256)).ct
     view = AxialView.of(ct)
-    hu = view.to_canonical(sitk.GetArrayViewFromImage(ct))
+    hu = view.to_canonical(sitk.GetArrayViewFromImage(ct)).copy()
+    hu[9, 90:96, 60:70] = 3200
     labels = make_engine("threshold")[0].segment(hu, view.spacing)
-    return canonical_statistics(ct, view, hu, labels)
+    sides = split_legs(labels > 0, view, ct)
+    positions = view.positions(ct, 0)
+    quality = {"review": [{"rank": r["review_rank"], "slice": r["slice"], "position_mm": r["position_mm"],
+                           "flags": r["flags"], "reasons": r["reasons"]}
+                          for r in sorted((r for r in qc.slice_qc(hu, labels, sides, view.spacing, positions)
+                                           if r["flags"]), key=lambda r: r["review_rank"])],
+               "midthigh": midthigh.measure(hu, labels, sides, view.spacing, positions)}
+    return canonical_statistics(ct, view, hu, labels), quality
 
 
 def fill(view, header, rows):
@@ -70,7 +81,7 @@ def build():
     for combo, items in ((find("engineComboBox"), ["auto", "network", "classical"]),
                          (find("deviceComboBox"), ["auto", "cpu", "cuda"])):
         combo.addItems(items)
-    stats = phantom_statistics()
+    stats, quality = phantom_results()
     fill(find("statisticsTableView"), ["Segment", "Voxel count", "Volume cm3", "Mean", "Standard deviation", "Median"],
          [[t.short] + [stats.row(t.short, "both")[k] for k in ("voxel_count", "volume_cm3", "mean_hu", "std_hu",
                                                                 "median_hu")] for t in TISSUES])
@@ -83,10 +94,13 @@ def build():
         find(name).setEnabled(True)
     find("statusLabel").setText("Done: leg CT legs, classical engine (no network weights installed; using the "
                                 "classical engine (run 'legsegnet weights download' ...)).")
+    from LegSegNetLib.panel import midthigh_text, review_items
+    find("reviewListWidget").addItems(review_items(quality))
+    find("midthighLabel").setText(midthigh_text(quality))
     ct = make_phantom(seed=0, shape=(16, 192, 256)).ct      # the phantom of the tables
     positions = AxialView.of(ct).positions(ct, 0)
     find("sliceRangeInfoLabel").setText(f"all {len(positions)} slices (S {positions[0]:.1f} to {positions[-1]:.1f} mm)")
-    panel.resize(560, 820)
+    panel.resize(560, 940)
     panel.show()
     app.processEvents()
     return app, panel, find

@@ -334,15 +334,75 @@ def segmentation_to_labels(segmentation_node, volume_node):
     return labels, None
 
 
-def merged_labelmap(segmentation_node, volume_node, segment_ids):
+def merged_labelmap(segmentation_node, volume_node, segment_ids, read_layers=True):
     """(k, j, i) array on the volume's grid: n+1 where the n-th of segment_ids is (later ones win on overlap),
-    else 0. Computed without adding any node to the scene."""
-    slicer = _slicer()
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
+    else 0. Computed without adding any node to the scene: straight from the shared binary labelmap layers when
+    they lie on the CT's grid (LegSegNet's result and Segment Editor edits of it), else through Slicer's merge."""
     if segmentation_node.GetTransformNodeID() != volume_node.GetTransformNodeID():
         raise InputError(f"segmentation '{segmentation_node.GetName()}' and volume '{volume_node.GetName()}' are "
                          "under different transforms; put them under the same one")
+    merged = _merged_from_layers(segmentation_node, volume_node, segment_ids) if read_layers else None
+    return merged if merged is not None else _merged_by_slicer(segmentation_node, volume_node, segment_ids)
+
+
+def _merged_from_layers(segmentation_node, volume_node, segment_ids):
+    """merged_labelmap read off the layers (one table lookup per layer; on overlap the larger value, i.e. the later
+    segment, wins, as in Slicer's merge); None when a layer is not on the CT's grid or not 8/16-bit."""
+    slicer = _slicer()
+    segmentation = segmentation_node.GetSegmentation()
+    binary = slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+    if segmentation.GetSourceRepresentationName() != binary:
+        return None
+    shape, grid = volume_array(volume_node).shape, ijk_to_ras(volume_node)
+    tables = {}                                    # layer index → (layer image, value of each label in it)
+    for value, segment_id in enumerate(segment_ids, start=1):
+        segment = segmentation.GetSegment(segment_id)
+        layer = segmentation.GetLayerIndex(segment_id)
+        image, table = tables.setdefault(layer, (segment.GetRepresentation(binary), {}))
+        table[segment.GetLabelValue()] = value
+    merged = np.zeros(shape, np.uint8 if len(segment_ids) < 256 else np.uint16)
+    for image, table in tables.values():
+        block = _layer_block(image, grid, shape)
+        if block is None:
+            return None
+        voxels, region = block
+        if voxels is None:                         # an empty layer
+            continue
+        lut = np.zeros(256 if voxels.itemsize == 1 else 65536, merged.dtype)
+        for label, value in table.items():
+            if 0 < label < lut.size:
+                lut[label] = value
+        np.maximum(merged[region], lut[voxels], out=merged[region])
+    return merged
+
+
+def _layer_block(image, grid, shape):
+    """(voxels as unsigned 8/16-bit, the CT index region they cover) of a layer on the CT's grid; (None, None) for
+    an empty layer; None when the layer is elsewhere (other matrix, beyond the CT) or of another type."""
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    if not np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)], grid, atol=1e-4):
+        return None
+    i0, i1, j0, j1, k0, k1 = image.GetExtent()
+    if i1 < i0 or j1 < j0 or k1 < k0 or image.GetPointData().GetScalars() is None:
+        return None, None
+    if min(i0, j0, k0) < 0 or k1 >= shape[0] or j1 >= shape[1] or i1 >= shape[2] \
+            or image.GetNumberOfScalarComponents() != 1:
+        return None
+    voxels = vtk_to_numpy(image.GetPointData().GetScalars())
+    if voxels.dtype.kind not in "ui" or voxels.itemsize > 2:
+        return None
+    voxels = voxels.view(np.uint8 if voxels.itemsize == 1 else np.uint16)
+    return voxels.reshape(k1 - k0 + 1, j1 - j0 + 1, i1 - i0 + 1), np.s_[k0:k1 + 1, j0:j1 + 1, i0:i1 + 1]
+
+
+def _merged_by_slicer(segmentation_node, volume_node, segment_ids):
+    """merged_labelmap through Slicer's GenerateMergedLabelmapForAllSegments (any geometry; slower)."""
+    slicer = _slicer()
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
     shape = volume_array(volume_node).shape
     geometry = slicer.vtkOrientedImageData()
     geometry.SetExtent(0, shape[2] - 1, 0, shape[1] - 1, 0, shape[0] - 1)
@@ -358,4 +418,5 @@ def merged_labelmap(segmentation_node, volume_node, segment_ids):
     if merged.GetExtent() != geometry.GetExtent():
         raise RuntimeError(f"segmentation '{segmentation_node.GetName()}' came out with extent {merged.GetExtent()}, "
                            f"not the CT's {geometry.GetExtent()}")
-    return vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape).astype(np.intp)
+    dtype = np.uint8 if len(segment_ids) < 256 else np.uint16
+    return vtk_to_numpy(merged.GetPointData().GetScalars()).reshape(shape).astype(dtype)

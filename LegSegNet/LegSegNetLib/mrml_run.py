@@ -1,5 +1,6 @@
-"""Background processes for the MRML glue: the core CLI segmenting a volume node (`BackgroundRun`), the weights
-download (`WeightsDownload`), and importing a finished run into the scene with its statistics read back.
+"""Background processes for the MRML glue: the core CLI segmenting a volume node (`BackgroundRun`), the tables
+of an edited segmentation (`BackgroundStatistics`), the weights download (`WeightsDownload`), and importing a
+finished run into the scene with its statistics, review list and mid-thigh rows read back.
 
 Inside Slicer the interpreter is PythonSlicer; headless it is the current one. Nothing here touches the scene
 until a run has succeeded, and the GUI only polls: it never blocks on a pipe.
@@ -20,10 +21,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import Cancelled, InputError
-from .mrml import MODULE_DIR, check_output, keep_edited_copy, labels_to_segmentation, volume_to_image
-from .mrml_tables import fill_tables, read_run_statistics
+from .mrml import MODULE_DIR, check_output, fingerprint, keep_edited_copy, labels_to_segmentation, \
+    segmentation_to_labels, volume_to_image
+from .mrml_tables import fill_tables, read_quality, read_run_statistics, store_quality
 from .sides import split_legs
-from .volumes import AxialView, ijk_to_lps, validate_ct
+from .volumes import AxialView, ijk_to_lps, image_from_matrix, validate_ct
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,9 @@ class BackgroundProcess:
         self._lock = threading.Lock()
         self._cancelled = False
 
-    def command(self, *args):
+    def command(self, *args, module="LegSegNetLib"):
         """`python -m LegSegNetLib args...`"""
-        return [self.python, "-m", "LegSegNetLib", *map(str, args)]
+        return [self.python, "-m", module, *map(str, args)]
 
     def start(self):
         self.state = "running"
@@ -184,6 +186,54 @@ class BackgroundRun(BackgroundProcess):
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class BackgroundStatistics(BackgroundProcess):
+    """Update statistics in a background process: the segmentation's labels as they are now (and its left/right
+    segments, if every tissue segment has a side) with the CT go to a temporary folder; the worker
+    (mrml_tables.write_tables) writes the tables, qc.csv and midthigh.csv there. Only the labels are taken on the
+    calling thread (read straight from the segmentation's layers)."""
+
+    def __init__(self, volume_node, segmentation_node, python=None):
+        super().__init__([], python)
+        self.image = volume_to_image(volume_node)
+        self.labels, self.sides = segmentation_to_labels(segmentation_node, volume_node)
+        self.fingerprint = fingerprint(segmentation_node)      # the content these tables will describe
+        self.folder = None
+
+    @property
+    def output(self):
+        return self.folder / "out"
+
+    def start(self):
+        self.folder = Path(tempfile.mkdtemp(prefix="legsegnet-stats-"))
+        sitk.WriteImage(self.image, str(self.folder / "input.nrrd"), useCompression=False)
+        files = [self.folder / "input.nrrd", self.folder / "labels.nrrd", self.output]
+        for name, array in (("labels.nrrd", self.labels), ("sides.nrrd", self.sides)):
+            if array is not None:
+                sitk.WriteImage(image_from_matrix(array, ijk_to_lps(self.image)), str(self.folder / name))
+        files += [self.folder / "sides.nrrd"] if self.sides is not None else []
+        self.labels = self.sides = None
+        self.commands = [self.command(*files, module="LegSegNetLib.mrml_tables")]
+        return super().start()
+
+    def succeeded(self):
+        return (self.output / "metrics.csv").exists()
+
+    def apply(self, segmentation_node, segment_table=None, metrics_table=None):
+        """Fill the tables and the segmentation's review list from the finished process; refused when the
+        segmentation changed meanwhile (the tables would describe an older state)."""
+        if self.state != "done":
+            raise RuntimeError(f"no statistics: the process is {self.state}")
+        if fingerprint(segmentation_node) != self.fingerprint:
+            raise InputError(f"segmentation '{segmentation_node.GetName()}' changed while its statistics were "
+                             "computed; press Update statistics again")
+        fill_tables(read_run_statistics(self.output), segmentation_node, segment_table, metrics_table)
+        store_quality(segmentation_node, read_quality(self.output))
+
+    def cleanup(self):
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class WeightsDownload(BackgroundProcess):
     """`legsegnet weights download`, then `legsegnet weights verify` (sha256 of every file) in the background."""
 
@@ -219,11 +269,13 @@ def leg_sides(labels, image):
 def import_result(run, volume_node, segmentation_node=None, split=False, overwrite=False, name=None,
                   segment_table=None, metrics_table=None):
     """Put a finished run's labels into segmentation_node (a new node if None) and fill the tables from the
-    statistics the run computed. Checks for edits again (the user may have edited the output while the run was
+    statistics the run computed (its review list and mid-thigh rows are kept with the segmentation: quality_of).
+    Checks for edits again (the user may have edited the output while the run was
     going); with overwrite, an edited segmentation is first kept as '<name> (edited, before rerun)' (run.kept_copy)."""
     labels = run.labels()
     check_output(segmentation_node, overwrite)
     stats = read_run_statistics(run.output) if segment_table is not None or metrics_table is not None else None
+    quality = read_quality(run.output)
     sides = leg_sides(labels, run.image) if split else None
     engine = run.report().get("engine", {}).get("engine", run.engine)
     if segmentation_node is None:
@@ -232,6 +284,7 @@ def import_result(run, volume_node, segmentation_node=None, split=False, overwri
     else:
         run.kept_copy = keep_edited_copy(segmentation_node)
     labels_to_segmentation(labels, volume_node, segmentation_node, sides, engine=engine)
+    store_quality(segmentation_node, quality)
     if stats is not None:
         fill_tables(stats, segmentation_node, segment_table, metrics_table)
     return segmentation_node
@@ -253,5 +306,17 @@ def segment_volume(volume_node, segmentation_node=None, engine="auto", slices=No
             raise (InputError if run.returncode == 2 else RuntimeError)(run.error)
         return import_result(run, volume_node, segmentation_node, split, overwrite,
                              segment_table=segment_table, metrics_table=metrics_table)
+    finally:
+        run.cleanup()
+
+
+def update_statistics_in_background(volume_node, segmentation_node, segment_table=None, metrics_table=None,
+                                    python=None):
+    """Headless: Update statistics through the background process (as the panel does), waiting for it."""
+    run = BackgroundStatistics(volume_node, segmentation_node, python).start()
+    try:
+        if run.wait() != "done":
+            raise (InputError if run.returncode == 2 else RuntimeError)(run.error)
+        run.apply(segmentation_node, segment_table, metrics_table)
     finally:
         run.cleanup()

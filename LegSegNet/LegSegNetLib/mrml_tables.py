@@ -1,23 +1,34 @@
-"""Table nodes and export for the MRML glue: statistics tables (from the background run's CSVs, or recomputed
-after edits), the Segment Statistics settings, and export of the segmentation as the user sees it.
+"""Table nodes and export for the MRML glue: statistics tables and the review list (read from the CSVs a
+background process wrote, or recomputed in-process for scripts), the statistics worker that process runs, and
+export of the segmentation (as the user sees it; DICOM SEG of the tissues).
 
 No helper node is ever added to the scene: exports and statistics leave the scene's node list unchanged.
+Run as `python -m LegSegNetLib.mrml_tables CT LABELS OUT [SIDES]` it is the worker of Update statistics.
 """
 import csv
+import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from .mrml import LPS_TO_RAS, ijk_to_ras, merged_labelmap, segment_name, segmentation_to_labels, spec_of_segment, \
-    volume_to_image
-from .pipeline import canonical_statistics
+from . import midthigh, qc
+from .errors import InputError
+from .mrml import ENGINE_ATTRIBUTE, LPS_TO_RAS, ijk_to_ras, merged_labelmap, segment_name, segmentation_to_labels, \
+    spec_of_segment, volume_to_image
+from .pipeline import canonical_statistics, quality_tables
+from .sides import split_legs
 from .statistics import METRICS, STAT_COLUMNS, Statistics
 from .tissues import LEGS, TISSUES
-from .volumes import AxialView, image_from_matrix
+from .volumes import AxialView, image_from_matrix, read_ct
 
-# Column names Segment Statistics gives the keys we use (SegmentStatisticsLogic.exportToTable); the headless
-# table uses them so both paths produce the same table.
+log = logging.getLogger(__name__)
+QUALITY_ATTRIBUTE = "LegSegNet.Quality"     # the review list and mid-thigh rows of the segmentation's last tables
+
+# Column names Slicer's Segment Statistics gives these keys (SegmentStatisticsLogic.exportToTable): the segment
+# table uses them, so it reads like the Segment Statistics module's own (same definitions, tested against it).
 SEGMENT_STATISTICS_NAMES = {
     "LabelmapSegmentStatisticsPlugin.voxel_count": "Voxel count",
     "LabelmapSegmentStatisticsPlugin.volume_cm3": "Volume cm3",
@@ -26,27 +37,6 @@ SEGMENT_STATISTICS_NAMES = {
     "ScalarVolumeSegmentStatisticsPlugin.median": "Median",
 }
 SEGMENT_COLUMN = "Segment"
-
-
-# ---------------------------------------------------------------- Segment Statistics (inside Slicer)
-def configure_segment_statistics(parameter_node, plugins, segmentation_node, volume_node):
-    """Settings for Slicer's SegmentStatisticsLogic in a parameter node of our own (the module's shared one is left
-    alone). Slicer reads `<plugin class name>.enabled` and `<plugin class name>.<key>.enabled`
-    (SegmentStatistics.py, updateStatisticsForSegment and SegmentStatisticsPluginBase.getRequestedKeys); only the
-    keys of SEGMENT_STATISTICS_NAMES are on, every other plugin (closed surface, ...) is off."""
-    wanted = {}
-    for long_key in SEGMENT_STATISTICS_NAMES:
-        plugin_name, key = long_key.split(".")
-        wanted.setdefault(plugin_name, set()).add(key)
-    parameter_node.SetParameter("Segmentation", segmentation_node.GetID())
-    parameter_node.SetParameter("ScalarVolume", volume_node.GetID())
-    parameter_node.SetParameter("visibleSegmentsOnly", "False")
-    for plugin in plugins:
-        plugin_name = plugin.__class__.__name__
-        parameter_node.SetParameter(f"{plugin_name}.enabled", str(plugin_name in wanted))
-        for key in plugin.keys:
-            parameter_node.SetParameter(f"{plugin_name}.{key}.enabled", str(key in wanted.get(plugin_name, ())))
-    return parameter_node
 
 
 # ---------------------------------------------------------------- statistics
@@ -168,6 +158,51 @@ def update_statistics(volume_node, segmentation_node, segment_table, metrics_tab
     return stats
 
 
+def write_tables(ct_path, labels_path, out, sides_path=None):
+    """The worker of Update statistics (in a background process): the tables, qc.csv and midthigh.csv of
+    labels (and the user's left/right segments, else the core's split) on the CT, as `segment` writes them."""
+    ct = read_ct(ct_path)
+    view = AxialView.of(ct.image)
+    hu = view.to_canonical(ct.array)
+    labels = view.to_canonical(_read_array(labels_path, ct.image))
+    sides = (view.to_canonical(_read_array(sides_path, ct.image)) if sides_path
+             else split_legs(labels > 0, view, ct.image))
+    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown)
+    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stats.write(out)
+    qc.write_qc(out / "qc.csv", qc_rows)
+    midthigh.write_midthigh(out / "midthigh.csv", level_rows)
+
+
+def _read_array(path, reference):
+    image = sitk.ReadImage(str(path))
+    if image.GetSize() != reference.GetSize():
+        raise RuntimeError(f"{path}: not on the CT's grid")
+    return sitk.GetArrayFromImage(image).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- review list and mid-thigh level
+def read_quality(folder):
+    """What the panel shows besides the tables, from a run's qc.csv and midthigh.csv: the flagged slices ranked
+    (review rank 1 first) and the mid-thigh rows per leg."""
+    folder = Path(folder)
+    review = [{"rank": int(r["review_rank"]), "slice": int(r["slice"]), "position_mm": float(r["position_mm"]),
+               "flags": r["flags"], "reasons": r["reasons"]}
+              for r in _read_csv(folder / "qc.csv") if r["review_rank"]]
+    return {"review": sorted(review, key=lambda r: r["rank"]), "midthigh": _read_csv(folder / "midthigh.csv")}
+
+
+def store_quality(segmentation_node, quality):
+    """Keep the review list with the segmentation (saved with the scene; not part of the edit fingerprint)."""
+    segmentation_node.SetAttribute(QUALITY_ATTRIBUTE, json.dumps(quality))
+
+
+def quality_of(segmentation_node):
+    """The review list and mid-thigh rows stored with the segmentation (empty when it has none)."""
+    text = segmentation_node.GetAttribute(QUALITY_ATTRIBUTE) if segmentation_node is not None else None
+    return json.loads(text) if text else {"review": [], "midthigh": []}
 
 
 def table_nodes(scene, name, segment_table=None, metrics_table=None):
@@ -177,13 +212,16 @@ def table_nodes(scene, name, segment_table=None, metrics_table=None):
 
 
 # ---------------------------------------------------------------- export
-def export_all(folder, volume_node, segmentation_node, table_nodes):
+def export_all(folder, volume_node, segmentation_node, table_nodes, dicom_files=None):
     """Everything the panel's Export writes: the tables as CSV, the segmentation as `.seg.nrrd` and as a label
-    NIfTI with its colour table. Returns the paths."""
+    NIfTI with its colour table, and with the CT's DICOM files a DICOM SEG `<name>_SEG.dcm`. Returns the paths."""
     base = Path(folder) / segmentation_node.GetName().replace(" ", "_")
     paths = export_tables_csv([t for t in table_nodes if t is not None], folder)
     paths.append(export_seg_nrrd(segmentation_node, f"{base}.seg.nrrd"))
-    return paths + export_labelmap(volume_node, segmentation_node, f"{base}_labels.nii.gz")
+    paths += export_labelmap(volume_node, segmentation_node, f"{base}_labels.nii.gz")
+    if dicom_files is not None:
+        paths.append(export_dicom_seg(volume_node, segmentation_node, dicom_files, f"{base}_SEG.dcm"))
+    return paths
 
 
 def export_tables_csv(table_nodes, folder):
@@ -228,3 +266,45 @@ def export_labelmap(volume_node, segmentation_node, path):
             segment = segmentation.GetSegment(segment_id)
             writer.writerow([value, segment.GetName(), *(round(255 * c) for c in segment.GetColor()), 255])
     return [Path(path), table]
+
+
+def export_dicom_seg(volume_node, segmentation_node, ct_files, path):
+    """A DICOM SEG of the segmentation as it is now (edits included) referencing the CT's DICOM files: one
+    segment per tissue with the tissue table's codes; left and right segments are merged into their tissue and
+    segments that are not tissues are left out (logged), as a DICOM SEG segment needs a tissue code."""
+    from .dicom_seg import write_dicom_seg
+    _check_dicom_sources(volume_node, ct_files)
+    labels, _sides = segmentation_to_labels(segmentation_node, volume_node)
+    engine = segmentation_node.GetAttribute(ENGINE_ATTRIBUTE) or "unknown"
+    write_dicom_seg(labels, volume_to_image(volume_node), ct_files, path, engine)
+    return Path(path)
+
+
+def _check_dicom_sources(volume_node, ct_files):
+    """The files must be the instances the volume was loaded from (Slicer's DICOM.instanceUIDs), where it says."""
+    import pydicom
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    if not uids:
+        return
+    try:
+        found = [pydicom.dcmread(str(f), stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID
+                 for f in ct_files]
+    except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as error:
+        raise InputError(f"cannot read the CT's DICOM files: {error}") from None
+    if sorted(found) != sorted(uids):
+        raise InputError(f"the DICOM files given are not the {len(uids)} instances '{volume_node.GetName()}' was "
+                         "loaded from")
+
+
+def main(argv):
+    """CT LABELS OUT [SIDES]; a fault in the input is one line and exit 2, as from the CLI."""
+    try:
+        write_tables(*argv[:3], *argv[3:4])
+    except InputError as error:
+        print(f"legsegnet: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

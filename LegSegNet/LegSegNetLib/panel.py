@@ -1,5 +1,6 @@
 """What the Slicer panel decides, without Qt: which packages to install (and the consent text), the status line
-after a run, the model-folder text, and the axial range taken from the red slice view.
+after a run, the model-folder text, the axial range taken from the red slice view, and the review list and
+mid-thigh lines with the slice position each review entry jumps to.
 
 Light to import (standard library and numpy only at module level): the panel imports it on first use.
 """
@@ -20,6 +21,7 @@ RUN_PACKAGES = {}
 # and its timm dependency (only for architectures LegSegNet does not use) would pull a torch build from PyPI.
 NETWORK_PACKAGES = {"dynamic_network_architectures": "dynamic_network_architectures>=0.4,<0.5"}
 DOWNLOAD_PACKAGES = {"huggingface_hub": "huggingface_hub>=0.20,<2"}
+DICOM_SEG_PACKAGES = {"highdicom": "highdicom>=0.22"}     # pydicom, its dependency, ships with Slicer
 
 
 def installed(module):
@@ -73,6 +75,20 @@ def download_plan(is_installed=installed):
     return DependencyPlan(packages=[pin for name, pin in DOWNLOAD_PACKAGES.items() if not is_installed(name)])
 
 
+def dicom_seg_plan(is_installed=installed):
+    return DependencyPlan(packages=[pin for name, pin in DICOM_SEG_PACKAGES.items() if not is_installed(name)])
+
+
+def engine_args(engine, model_folder="", device="auto"):
+    """The CLI's engine options for the panel's choices (the classical engine takes none)."""
+    args = []
+    if engine != "classical" and model_folder_text(model_folder):
+        args += ["--model", model_folder_text(model_folder)]
+    if engine != "classical" and device != "auto":
+        args += ["--device", device]
+    return args
+
+
 def licence_text():
     from .weights import LICENCE, REPO_ID
     return (f"The LegSegNet network weights (https://huggingface.co/{REPO_ID}) are licensed {LICENCE} by their "
@@ -110,12 +126,19 @@ def axial_slice_at(ijk_to_ras, dims, ras):
     return index if superior else dims[axis] - 1 - index
 
 
-def slice_position_mm(ijk_to_ras, dims, canonical):
-    """S coordinate (mm) of the centre of canonical axial slice `canonical`."""
+def slice_centre_ras(ijk_to_ras, dims, canonical):
+    """RAS point (mm) of the centre of canonical axial slice `canonical` (inferior first, as qc.csv counts)."""
     axis, superior = axial_axis(ijk_to_ras)
+    if not 0 <= canonical < dims[axis]:
+        raise InputError(f"slice {canonical} is not in this CT ({dims[axis]} axial slices)")
     ijk = [(n - 1) / 2 for n in dims] + [1.0]
     ijk[axis] = canonical if superior else dims[axis] - 1 - canonical
-    return float((np.asarray(ijk_to_ras, float) @ ijk)[2])
+    return [float(v) for v in (np.asarray(ijk_to_ras, float) @ ijk)[:3]]
+
+
+def slice_position_mm(ijk_to_ras, dims, canonical):
+    """S coordinate (mm) of the centre of canonical axial slice `canonical`."""
+    return slice_centre_ras(ijk_to_ras, dims, canonical)[2]
 
 
 def with_range_end(text, which, canonical, n_slices):
@@ -165,3 +188,30 @@ def describe_volume_range(volume_node, text):
         return describe_range(text, ijk_to_ras(volume_node), volume_node.GetImageData().GetDimensions())
     except InputError as error:     # a half-typed range: say what is wrong instead
         return str(error)
+
+
+# ---------------------------------------------------------------- review list and mid-thigh level
+def review_items(quality):
+    """One line per flagged slice, review rank 1 first: '1. slice 12 (S -40.5 mm): border, metal — reasons'."""
+    return [f"{r['rank']}. slice {r['slice']} (S {r['position_mm']:.1f} mm): {r['flags'].replace(';', ', ')} — "
+            f"{r['reasons']}" for r in quality["review"]]
+
+
+def review_position(volume_node, entry):
+    """RAS point the slice views jump to for a review entry: the centre of its slice on the CT's grid."""
+    from .mrml import ijk_to_ras
+    return slice_centre_ras(ijk_to_ras(volume_node), volume_node.GetImageData().GetDimensions(), entry["slice"])
+
+
+def midthigh_text(quality):
+    """Per leg: the mid-thigh level and its SM/IMAT/SAT areas, or why no level is given."""
+    lines = []
+    for row in quality["midthigh"]:
+        if row.get("level_mm", "") == "":
+            lines.append(f"{row['leg']} leg: no level ({row['status']})")
+            continue
+        areas = ", ".join(f"{t} {float(row[key]):.1f} {key.rsplit('_', 1)[1].replace('cm2', 'cm²')}"
+                          for t in ("SM", "IMAT", "SAT") for key in row if key.startswith(f"{t}_"))
+        lines.append(f"{row['leg']} leg: level {float(row['level_mm']):.1f} mm (slice {row['slice']}; "
+                     f"{row['method']}): {areas}")
+    return "\n".join(lines)

@@ -1,10 +1,10 @@
-"""Glue that needs the Slicer application (pip, the PyTorch extension, Segment Statistics, the DICOM export
-dialog, PythonSlicer). Imported only by LegSegNet.py inside Slicer; `slicer` is imported inside the functions."""
+"""Glue that needs the Slicer application (pip, the PyTorch extension, Slicer's DICOM database, PythonSlicer).
+Imported only by LegSegNet.py inside Slicer; `slicer` is imported inside the functions."""
 import os
 import shutil
 
 from . import panel
-from .mrml_tables import configure_segment_statistics
+from .errors import InputError
 
 
 def install_packages(plan, purpose):
@@ -63,37 +63,53 @@ def python_executable():
     return shutil.which(name) or os.path.join(slicer.app.slicerHome, "bin", name)
 
 
-def segment_statistics(volume_node, segmentation_node, table_node):
-    """Slicer's Segment Statistics into table_node, with settings in a parameter node of our own outside the
-    scene: the module's shared node is neither created nor changed. False where the module is absent."""
+def ask_about_edited_output(segmentation):
+    """(output node or None for a new one, overwrite) — or False if the user cancels."""
+    import qt
     import slicer
-    try:
-        from SegmentStatistics import SegmentStatisticsLogic
-    except ImportError:
-        return False
-    parameters = slicer.vtkMRMLScriptedModuleNode()
+    from . import mrml
+    if not mrml.edited_since_produced(segmentation):
+        return segmentation, False
+    box = qt.QMessageBox(slicer.util.mainWindow())
+    box.setWindowTitle("LegSegNet")
+    box.setText(f"Segmentation '{segmentation.GetName()}' was edited since LegSegNet produced it.")
+    box.setInformativeText(f"Overwrite it (your edited version is kept as '{segmentation.GetName()}"
+                           f"{mrml.EDITED_COPY_SUFFIX}'), put the result in a new segmentation, or cancel?")
+    overwrite = box.addButton("Overwrite", qt.QMessageBox.DestructiveRole)
+    new = box.addButton("New segmentation", qt.QMessageBox.AcceptRole)
+    box.addButton(qt.QMessageBox.Cancel)
+    box.exec_()
+    if box.clickedButton() == overwrite:
+        return segmentation, True
+    if box.clickedButton() == new:
+        return None, False
+    return False
 
-    class OwnParametersLogic(SegmentStatisticsLogic):
-        def getParameterNode(self):
-            if not self.parameterNode:
-                self.setParameterNode(parameters)
-            return self.parameterNode
 
-    logic = OwnParametersLogic()
-    configure_segment_statistics(parameters, logic.plugins, segmentation_node, volume_node)
-    logic.computeStatistics()
-    logic.exportToTable(table_node)
-    return True
+def dicom_seg_sources(volume_node):
+    """The CT's DICOM files when it came from DICOM and the user wants a DICOM SEG too (highdicom installed
+    after consent); None otherwise."""
+    import slicer
+    if not is_from_dicom(volume_node) or not slicer.util.confirmYesNoDisplay(
+            "The CT came from DICOM. Export a DICOM SEG of the tissues too (left and right legs merged into each "
+            "tissue; segments that are not LegSegNet tissues are left out)?", windowTitle="LegSegNet"):
+        return None
+    files = dicom_files(volume_node)
+    return files if install_packages(panel.dicom_seg_plan(), "DICOM SEG export") else None
 
 
 def is_from_dicom(volume_node):
     return bool(volume_node and volume_node.GetAttribute("DICOM.instanceUIDs"))
 
 
-def export_dicom_seg_dialog(segmentation_node):
-    """Slicer's DICOM export dialog on the segmentation (DICOM SEG through the segmentation plugin)."""
+def dicom_files(volume_node):
+    """The DICOM files the volume was loaded from: its instance UIDs (the attribute Slicer's DICOM loader sets)
+    looked up in Slicer's DICOM database."""
     import slicer
-    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    dialog = slicer.qSlicerDICOMExportDialog()
-    dialog.setMRMLScene(slicer.mrmlScene)
-    dialog.execDialog(hierarchy.GetItemByDataNode(segmentation_node))
+    uids = (volume_node.GetAttribute("DICOM.instanceUIDs") or "").split()
+    files = [slicer.dicomDatabase.fileForInstance(uid) if slicer.dicomDatabase else "" for uid in uids]
+    missing = sum(1 for f in files if not f or not os.path.isfile(f))
+    if not uids or missing:
+        raise InputError(f"{missing or 'all'} of the DICOM files of '{volume_node.GetName()}' are no longer in "
+                         "Slicer's DICOM database; import the series again to export a DICOM SEG")
+    return files

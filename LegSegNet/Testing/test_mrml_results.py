@@ -1,6 +1,6 @@
 """After a run, with real MRML (slicer-core wheel): tables read back from the run's CSVs (no statistics on the
-calling thread), Segment Statistics settings, the edit fingerprint, export as the user sees it, and a scene left
-without helper nodes."""
+calling thread), the edit fingerprint, labels read straight from the segmentation's layers, export as the user
+sees it, and a scene left without helper nodes."""
 import csv
 
 import numpy as np
@@ -76,45 +76,6 @@ def test_status_line_names_the_engine_and_the_reason_from_report_json(finished):
     text = panel.status_text("leg CT legs", report)
     assert "classical engine" in text and report["engine"]["reason"] in text
     assert "kept as 'x (edited, before rerun)'" in panel.status_text("x", report, "x (edited, before rerun)")
-
-
-def test_segment_statistics_settings_are_the_plugin_class_names_slicer_reads():
-    """The slicer-core wheel does not ship Slicer's SegmentStatistics module, so its plugins are described here
-    as read from Slicer's source (Modules/Scripted/SegmentStatistics/SegmentStatisticsPlugins/*.py, the same in
-    v5.8.1, v5.10.0, v5.12.0 and main): class name, display name, keys. Slicer reads
-    `plugin.__class__.__name__ + ".enabled"` and `<class name>.<key>.enabled` == "True"."""
-    class LabelmapSegmentStatisticsPlugin:
-        name = "Label Map"
-        keys = ["voxel_count", "volume_mm3", "volume_cm3", "centroid_ras", "feret_diameter_mm", "surface_area_mm2",
-                "roundness", "flatness", "elongation", "principal_moments"]
-
-    class ScalarVolumeSegmentStatisticsPlugin:
-        name = "Scalar Volume"
-        keys = ["voxel_count", "volume_mm3", "volume_cm3", "min", "max", "mean", "stdev", "percentile_05",
-                "percentile_10", "percentile_90", "percentile_95", "median"]
-
-    class ClosedSurfaceSegmentStatisticsPlugin:
-        name = "Closed Surface"
-        keys = ["surface_mm2", "volume_mm3", "volume_cm3"]
-
-    scene, _colors = new_scene()
-    volume = mrml.image_to_volume(make_phantom(seed=1, shape=(4, 64, 96)).ct, scene)
-    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
-    nodes = node_ids(scene)
-    parameters = slicer.vtkMRMLScriptedModuleNode()      # our own, outside the scene
-    plugins = [LabelmapSegmentStatisticsPlugin(), ScalarVolumeSegmentStatisticsPlugin(),
-               ClosedSurfaceSegmentStatisticsPlugin()]
-    mrml_tables.configure_segment_statistics(parameters, plugins, segmentation, volume)
-    enabled = [p for p in plugins if parameters.GetParameter(p.__class__.__name__ + ".enabled") == "True"]
-    assert [p.name for p in enabled] == ["Label Map", "Scalar Volume"]      # the closed-surface plugin is off
-    requested = {f"{p.__class__.__name__}.{k}" for p in enabled for k in p.keys
-                 if parameters.GetParameter(f"{p.__class__.__name__}.{k}.enabled") == "True"}
-    assert requested == set(mrml_tables.SEGMENT_STATISTICS_NAMES)
-    assert parameters.GetParameter("Segmentation") == segmentation.GetID()
-    assert parameters.GetParameter("ScalarVolume") == volume.GetID()
-    assert parameters.GetParameter("visibleSegmentsOnly") == "False"
-    assert not any(parameters.GetParameter(f"{p.name}.enabled") for p in plugins)   # no display-name settings
-    assert node_ids(scene) == nodes
 
 
 def _paint_one_voxel(segmentation_node, segment_id, ijk, value):
@@ -215,3 +176,55 @@ def test_export_keeps_the_segmentation_as_the_user_sees_it(finished, tmp_path):
         rgba = [0.0] * 4
         colors.GetColor(value, rgba)
         assert np.allclose(rgba[:3], source.GetSegment(segment_id).GetColor(), atol=1 / 255)
+
+
+def _box_segment(segmentation_node, volume, name, extent, matrix=None):
+    """A segment in a layer of its own: a box filling a sub-extent (i0, i1, j0, j1, k0, k1) of its image."""
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(*extent)
+    image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+    image.GetPointData().GetScalars().Fill(1)
+    image.SetImageToWorldMatrix(mrml._vtk_matrix(mrml.ijk_to_ras(volume) if matrix is None else matrix))
+    segment = slicer.vtkSegment()
+    segment.SetName(name)
+    segment.SetLabelValue(1)
+    segment.AddRepresentation(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName(), image)
+    segmentation_node.GetSegmentation().AddSegment(segment, name)
+    return name
+
+
+def test_labels_read_from_the_layers_equal_slicers_merge(finished):
+    """Left/right tissues sharing LegSegNet's layer, a user segment, and a segment in a cropped layer of its own
+    overlapping the tissues: reading the layers gives Slicer's merged labelmap voxel for voxel, in any order."""
+    volume = finished["volume"]
+    segmentation = _user_segmentation(finished)
+    _box_segment(segmentation, volume, "box", (2, 12, 20, 90, 30, 80))
+    assert segmentation.GetSegmentation().GetNumberOfLayers() >= 2
+    ids = list(segmentation.GetSegmentation().GetSegmentIDs())
+    for order in (ids, ids[::-1], ids[3:9], ["box", "SM_left"]):
+        fast = mrml._merged_from_layers(segmentation, volume, order)
+        assert fast is not None                                  # the layers are on the CT's grid: no merge
+        slow = mrml.merged_labelmap(segmentation, volume, order, read_layers=False)
+        assert np.array_equal(fast, slow) and np.array_equal(mrml.merged_labelmap(segmentation, volume, order), slow)
+        assert len(np.unique(slow)) > 2
+    labels, sides = mrml.segmentation_to_labels(segmentation, volume)
+    tissue_ids = [i for i in ids if mrml.spec_of_segment(segmentation.GetSegmentation().GetSegment(i))]
+    slow = mrml.merged_labelmap(segmentation, volume, tissue_ids, read_layers=False)
+    specs = [mrml.spec_of_segment(segmentation.GetSegmentation().GetSegment(i)) for i in tissue_ids]
+    assert np.array_equal(labels, np.array([0] + [s.tissue.label for s in specs])[slow])
+
+
+def test_a_layer_off_the_cts_grid_goes_through_slicers_merge(finished):
+    volume = finished["volume"]
+    segmentation = mrml_run.import_result(finished["run"], volume)
+    coarse = mrml.ijk_to_ras(volume) @ np.diag([2.0, 2.0, 1.0, 1.0])       # twice the pixel size
+    _box_segment(segmentation, volume, "coarse", (1, 6, 10, 40, 30, 60), coarse)
+    ids = list(segmentation.GetSegmentation().GetSegmentIDs())
+    assert mrml._merged_from_layers(segmentation, volume, ids) is None
+    merged = mrml.merged_labelmap(segmentation, volume, ids)
+    assert (merged == len(ids)).sum() > 0 and np.array_equal(merged, mrml._merged_by_slicer(segmentation, volume, ids))
+    beyond = mrml_run.import_result(finished["run"], volume)
+    _box_segment(beyond, volume, "beyond", (10, 20, 10, 40, 30, 60))       # i runs past the CT's 16 columns
+    ids = list(beyond.GetSegmentation().GetSegmentIDs())
+    assert mrml._merged_from_layers(beyond, volume, ids) is None
+    assert np.array_equal(mrml.merged_labelmap(beyond, volume, ids), mrml._merged_by_slicer(beyond, volume, ids))

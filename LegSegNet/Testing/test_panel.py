@@ -118,3 +118,12 @@ def test_startup_loads_the_terminology_by_path_without_importing_the_core():
 
 def test_module_file_stays_thin():
     assert len(MODULE_FILE.read_text(encoding="utf-8").splitlines()) <= 400
+
+
+def test_engine_arguments_and_the_dicom_seg_package():
+    assert panel.engine_args("classical", "/models/legs", "cuda") == []
+    assert panel.engine_args("network", "/models/legs", "cuda") == ["--model", "/models/legs", "--device", "cuda"]
+    assert panel.engine_args("auto", ".", "auto") == []
+    plan = panel.dicom_seg_plan(is_installed=lambda name: False)
+    assert plan.packages == ["highdicom>=0.22"] and "highdicom>=0.22" in plan.consent_text("DICOM SEG export")
+    assert not panel.dicom_seg_plan(is_installed=lambda name: True)
