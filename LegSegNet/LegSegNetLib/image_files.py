@@ -285,7 +285,35 @@ def check_stored_data(path, layout):
         raise InputError(f"{path}: voxel data {how}: {stored} bytes stored, the header declares {layout.nbytes}")
     if not finite:
         raise InputError(f"{path}: holds NaN or infinite values")
+    return layout_files(path, layout)
+
+
+def layout_files(path, layout):
+    """The files an image is read from (the header file first)."""
     return [path] if layout.data_file == path else [path, layout.data_file]
+
+
+def gzip_holds(layout, voxels):
+    """Whether gzip-compressed data are exactly the header's skipped bytes followed by `voxels` (the array ITK
+    read, numpy order): proven by the gzip trailer's CRC32 and length, without decompressing the data again.
+    False for anything the proof does not cover (several gzip members, bytes after the stream, values ITK
+    changed while reading): check_stored_data then decides."""
+    if layout.encoding != "gzip" or layout.at_end or layout.line_skip:
+        return False
+    stored = np.ascontiguousarray(voxels, dtype=layout.dtype)        # the file's byte order
+    if stored.nbytes != layout.nbytes:
+        return False
+    try:
+        with open(layout.data_file, "rb") as f:
+            f.seek(-8, os.SEEK_END)
+            crc, length = struct.unpack("<II", f.read(8))
+            f.seek(layout.offset)
+            with gzip.GzipFile(fileobj=f) as source:
+                skipped = source.read(layout.skip)
+    except (OSError, EOFError, zlib.error, ValueError):
+        return False
+    return (len(skipped) == layout.skip and length == (layout.skip + layout.nbytes) % 2 ** 32
+            and crc == zlib.crc32(stored, zlib.crc32(skipped)))
 
 
 def _scan(layout, path):

@@ -13,7 +13,7 @@ import csv
 import numpy as np
 
 from .errors import InputError
-from .statistics import LAMA_HU, NAMA_HU
+from .statistics import LAMA_HU, NAMA_HU, slice_counts
 from .tissues import BY_SHORT, SIDE_LABELS
 
 MIN_BONE_CM2 = 1.0               # a femur shaft is 4-7 cm²; less is a fragment or a partial-volume speck
@@ -50,17 +50,19 @@ def femur_ends(bone_pixels, leg_pixels, min_pixels):
     return lo, hi, status if missing else ""
 
 
-def measure(hu, labels, sides, spacing, positions_mm, level_mm=None):
-    """One row per leg (COLUMNS). hu, labels, sides: canonical (z, y, x); spacing (z, y, x) mm."""
+def measure(hu, labels, sides, spacing, positions_mm, level_mm=None, counts=None):
+    """One row per leg (COLUMNS). hu, labels, sides: canonical (z, y, x); spacing (z, y, x) mm; counts: the
+    (slices, labels, sides) pixel counts statistics computed (counted here when not given)."""
     positions = np.asarray(positions_mm, float)
     pixel_cm2 = float(spacing[1] * spacing[2]) / 100.0
     min_pixels = max(1, int(np.ceil(MIN_BONE_CM2 / pixel_cm2)))
     given = None if level_mm is None else level_slice(level_mm, positions)
+    counts = slice_counts(labels, sides) if counts is None else counts
     rows = []
     for leg in LEGS:
-        mine = sides == SIDE_LABELS[leg]
-        bone = ((labels == BY_SHORT["Bone"].label) & mine).sum(axis=(1, 2))
-        lo, hi, status = femur_ends(bone, mine.sum(axis=(1, 2)), min_pixels)
+        side = SIDE_LABELS[leg]
+        lo, hi, status = femur_ends(counts[:, BY_SHORT["Bone"].label, side], counts[:, :, side].sum(axis=1),
+                                    min_pixels)
         row = dict.fromkeys(COLUMNS, "")
         row.update(leg=leg, status=status or "both femur ends in view")
         if lo is not None:          # only the ends in view are reported
@@ -83,7 +85,7 @@ def measure(hu, labels, sides, spacing, positions_mm, level_mm=None):
                 row["status"] = (f"bone run of {length:.0f} mm is outside {FEMUR_LENGTH_MM[0]}..{FEMUR_LENGTH_MM[1]} "
                                  "mm: not one whole femur")
         if z is not None:
-            row.update(slice=z, **_areas(hu[z], labels[z], mine[z], pixel_cm2))
+            row.update(slice=z, **_areas(hu[z], labels[z], sides[z] == side, pixel_cm2))
         rows.append(row)
     return rows
 

@@ -170,13 +170,14 @@ def _uncertain_share(engine, n_slices, chosen):
     return full
 
 
-def quality_tables(ct, view, hu, labels, sides, uncertain=None, level_mm=None):
-    """(qc rows, mid-thigh rows) of canonical labels, in the units the input gives."""
+def quality_tables(ct, view, hu, labels, sides, uncertain=None, level_mm=None, counts=None):
+    """(qc rows, mid-thigh rows) of canonical labels, in the units the input gives; counts: the per-slice pixel
+    counts statistics computed (Statistics.counts), so neither counts again."""
     spacing = counting_spacing(view.spacing, ct.unknown)
     positions = view.positions(ct.image, 0)
     unit = "px" if "pixel_size" in ct.unknown else "cm2"
-    qc_rows = qc.slice_qc(hu, labels, sides, spacing, positions, uncertain, unit)
-    level_rows = table_units(midthigh.measure(hu, labels, sides, spacing, positions, level_mm), ct.unknown)
+    qc_rows = qc.slice_qc(hu, labels, sides, spacing, positions, uncertain, unit, counts)
+    level_rows = table_units(midthigh.measure(hu, labels, sides, spacing, positions, level_mm, counts), ct.unknown)
     return qc_rows, level_rows
 
 
@@ -186,8 +187,8 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
     uncertain: the network's per-slice share of uncertain pixels; level_mm: a given mid-thigh level."""
     t = time.perf_counter()
     sides = split_legs(labels > 0, view, ct.image)
-    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown) if "tables" in outputs else None
-    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides, uncertain, level_mm)
+    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown)   # its counts feed QC too
+    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides, uncertain, level_mm, stats.counts)
     timings["statistics_s"] = time.perf_counter() - t
     report["qc"] = qc.summary(qc_rows, uncertain)
     report["midthigh"] = midthigh.summary(level_rows)
@@ -203,7 +204,7 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
     if with_dicom_seg:
         dicom_seg.write_dicom_seg(native, ct.image, ct.files, folder / dicom_seg.FILE_NAME,
                                   report["engine"]["engine"])
-    if stats is not None:
+    if "tables" in outputs:
         stats.write(folder)
         qc.write_qc(folder / "qc.csv", qc_rows)
         midthigh.write_midthigh(folder / "midthigh.csv", level_rows)

@@ -8,6 +8,7 @@ import csv
 
 import numpy as np
 
+from .statistics import slice_counts
 from .tissues import BY_SHORT, TISSUES
 
 BORDER_PIXELS = 1            # a labelled pixel this close to the image edge: the limb is cut by the field of view
@@ -34,15 +35,17 @@ def thresholds():
             "max_uncertain_share": MAX_UNCERTAIN_SHARE}
 
 
-def slice_qc(hu, labels, sides, spacing, positions_mm, uncertain_share=None, area_unit="cm2"):
+def slice_qc(hu, labels, sides, spacing, positions_mm, uncertain_share=None, area_unit="cm2", counts=None):
     """One row per canonical slice: slice, position_mm, flags, reasons, score, review_rank. uncertain_share:
-    per slice, the network's share of body pixels below CONFIDENCE_MIN (NaN where not computed)."""
+    per slice, the network's share of body pixels below CONFIDENCE_MIN (NaN where not computed). counts: the
+    (slices, labels, sides) pixel counts statistics computed (Statistics.counts); counted here when not given."""
     pixel_area = float(spacing[1] * spacing[2]) / 100.0 if area_unit == "cm2" else 1.0
+    counts = slice_counts(labels, sides) if counts is None else counts
     flags = [[] for _ in range(labels.shape[0])]
     _border(labels, flags)
-    _metal(hu, labels, flags)
-    _area_jumps(labels, pixel_area, area_unit, flags)
-    _composition(labels, sides, pixel_area, area_unit, flags)
+    _metal(hu, counts, flags)
+    _area_jumps(counts, pixel_area, area_unit, flags)
+    _composition(counts, pixel_area, area_unit, flags)
     if uncertain_share is not None:
         _confidence(np.asarray(uncertain_share, float), flags)
     rows = []
@@ -67,23 +70,23 @@ def _border(labels, flags):
                          "of view)", 3.0 + np.log10(edge[z])))
 
 
-def _metal(hu, labels, flags):
-    bright = (np.asarray(hu) > METAL_HU).sum(axis=(1, 2))
-    for z in np.flatnonzero((bright >= MIN_METAL_PIXELS) & labels.any(axis=(1, 2))):
+def _metal(hu, counts, flags):
+    bright = np.count_nonzero(np.asarray(hu) > METAL_HU, axis=(1, 2))
+    labelled = counts[:, 1:].sum(axis=(1, 2)) > 0
+    for z in np.flatnonzero((bright >= MIN_METAL_PIXELS) & labelled):
         flags[z].append(("metal", f"{int(bright[z])} pixels above {METAL_HU} HU (metal or streak artefact)",
                          3.0 + np.log10(bright[z] / MIN_METAL_PIXELS)))
 
 
-def tissue_areas(labels, pixel_area):
-    """(slices, labels) areas of every tissue, both legs together."""
-    counts = np.stack([(labels == t.label).sum(axis=(1, 2)) for t in TISSUES], axis=1)
-    return counts * pixel_area
+def tissue_areas(counts, pixel_area):
+    """(slices, tissues) areas of every tissue, both legs together, from (slices, labels, sides) counts."""
+    return counts[:, [t.label for t in TISSUES]].sum(axis=2) * pixel_area
 
 
-def _area_jumps(labels, pixel_area, unit, flags):
+def _area_jumps(counts, pixel_area, unit, flags):
     """A tissue's area against the median of the five slices around it (the slice itself included), so a
     single odd slice stands out and its normal neighbours do not."""
-    areas = tissue_areas(labels, pixel_area)
+    areas = tissue_areas(counts, pixel_area)
     if areas.shape[0] < 3:
         return
     padded = np.pad(areas, ((2, 2), (0, 0)), mode="edge")
@@ -98,12 +101,11 @@ def _area_jumps(labels, pixel_area, unit, flags):
                          f"{unit} around it", 1.0 + min(relative[z, k], 10.0) / AREA_JUMP / 2))
 
 
-def _composition(labels, sides, pixel_area, unit, flags):
+def _composition(counts, pixel_area, unit, flags):
     min_muscle = MIN_MUSCLE_CM2 if unit == "cm2" else MIN_MUSCLE_CM2 * PX_PER_CM2
     for side, leg in ((1, "right"), (2, "left")):
-        mine = labels * (sides == side)
-        count = {label: (mine == label).sum(axis=(1, 2)) for label in (SM, BONE, *FAT)}
-        tissue = (mine > 0).sum(axis=(1, 2))
+        count = {label: counts[:, label, side] for label in (SM, BONE, *FAT)}
+        tissue = counts[:, 1:, side].sum(axis=1)
         fat_share = (count[FAT[0]] + count[FAT[1]]) / np.maximum(tissue, 1)
         for z in np.flatnonzero((count[SM] * pixel_area >= min_muscle) & (count[BONE] == 0)):
             flags[z].append(("composition", f"{leg} leg: muscle without bone", 1.5))

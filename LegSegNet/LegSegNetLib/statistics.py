@@ -47,6 +47,7 @@ class Statistics:
     rows: list          # dicts: tissue, label, leg, then STAT_COLUMNS
     slices: list        # dicts: slice, position_mm, then <tissue>_<leg>_cm2
     metrics: list       # dicts: leg, then METRICS
+    counts: np.ndarray = None   # (slices, labels, sides) pixel counts, for QC and the mid-thigh level
 
     def write(self, folder):
         _write_csv(folder / "statistics.csv", self.rows)
@@ -86,7 +87,7 @@ def compute_statistics(hu, labels, sides, spacing, positions_mm):
         for leg in LEGS:
             columns[f"{tissue.short}_{leg}_cm2"] = _leg_sum(per_slice, leg)[:, tissue.label] * pixel_cm2
     slices = [dict(zip(columns, values)) for values in zip(*(c.tolist() for c in columns.values()))]
-    return Statistics(rows, slices, metrics)
+    return Statistics(rows, slices, metrics, per_slice)
 
 
 def derived_metrics(sums, voxel_cm3):
@@ -120,32 +121,84 @@ def _leg_sum(per_side, leg):
 
 
 def _accumulate(hu, labels, sides):
-    """One pass over slabs: per (label, side) counts, sums, squares, NAMA/LAMA counts and (for integer HU)
-    histograms; per-slice counts."""
+    """One pass over slabs, touching only voxels with a label or a side: per (label, side) counts, sums,
+    squares, NAMA/LAMA counts and (for integer HU) histograms; per-slice counts. Integer HU take their moments
+    from the histograms (exact integer sums, as the float64 sums of integers were); label 0 without a side is
+    not counted (no table uses it)."""
     n_labels = len(TISSUES) + 1
     n_keys = n_labels * N_SIDES
-    low, high = _labelled_range(hu, labels) if np.issubdtype(hu.dtype, np.integer) else (0, None)
-    bins = high - low + 1 if high is not None and high - low < MAX_HISTOGRAM_BINS else 0
+    low, bins = _histogram_span(hu, labels)
     acc = {k: np.zeros(n_keys) for k in ("count", "sum", "sumsq", "nama", "lama")}
     hist = np.zeros(n_keys * bins, np.int64) if bins else None
     per_slice = []
     for z0 in range(0, hu.shape[0], SLAB):
-        h = np.asarray(hu[z0:z0 + SLAB], np.float64).ravel()
-        key = labels[z0:z0 + SLAB].astype(np.intp) * N_SIDES + sides[z0:z0 + SLAB]
-        flat = key.ravel()
-        acc["count"] += np.bincount(flat, minlength=n_keys)
-        acc["sum"] += np.bincount(flat, h, n_keys)
-        acc["sumsq"] += np.bincount(flat, h * h, n_keys)
-        acc["nama"] += np.bincount(flat, (h >= NAMA_HU[0]) & (h <= NAMA_HU[1]), n_keys)
-        acc["lama"] += np.bincount(flat, (h >= LAMA_HU[0]) & (h <= LAMA_HU[1]), n_keys)
+        chosen, key, counts = _slab_keys(labels[z0:z0 + SLAB], sides[z0:z0 + SLAB])
+        per_slice.append(counts)
+        values = hu[z0:z0 + SLAB][chosen]          # boolean indexing reads a flipped view without copying it
         if bins:
-            labelled = flat >= N_SIDES       # label 0 needs no median
-            hist += np.bincount(flat[labelled] * bins + (h[labelled].astype(np.intp) - low), minlength=n_keys * bins)
-        in_slab = np.arange(key.shape[0])[:, None, None] * n_keys + key
-        per_slice.append(np.bincount(in_slab.ravel(), minlength=key.shape[0] * n_keys).reshape(-1, n_keys))
+            hist += np.bincount(key * bins + (values.astype(np.intp) - low), minlength=n_keys * bins)
+        else:
+            _add_moments(acc, key, np.asarray(values, np.float64), n_keys)
+    per_slice = np.concatenate(per_slice) if per_slice else np.zeros((0, n_keys), np.int64)
+    if bins:
+        hist = hist.reshape(n_keys, bins)
+        _moments_from_histogram(acc, hist, low)
+    acc["count"] = per_slice.sum(axis=0).astype(float)
     acc = {k: v.reshape(n_labels, N_SIDES) for k, v in acc.items()}
     acc["hist"] = (hist.reshape(n_labels, N_SIDES, bins), low) if bins else None
-    return acc, np.concatenate(per_slice).reshape(-1, n_labels, N_SIDES)
+    return acc, per_slice.reshape(-1, n_labels, N_SIDES)
+
+
+def slice_counts(labels, sides):
+    """(slices, labels, sides) pixel counts of canonical labels and side map, as compute_statistics keeps them
+    in Statistics.counts (label 0 without a side is not counted)."""
+    n_keys = (len(TISSUES) + 1) * N_SIDES
+    per_slice = [_slab_keys(labels[z0:z0 + SLAB], sides[z0:z0 + SLAB])[2] for z0 in range(0, labels.shape[0], SLAB)]
+    return (np.concatenate(per_slice) if per_slice else np.zeros((0, n_keys), np.int64)).reshape(
+        -1, len(TISSUES) + 1, N_SIDES)
+
+
+def _slab_keys(lab, sid):
+    """The voxels of a slab with a label or a side (boolean mask), their (label, side) keys and the slab's
+    per-slice key counts (slices, keys)."""
+    n_keys = (len(TISSUES) + 1) * N_SIDES
+    chosen = np.logical_or(lab, sid)
+    key = lab[chosen].astype(np.intp) * N_SIDES + sid[chosen]
+    z = np.repeat(np.arange(len(lab)), np.count_nonzero(chosen, axis=(1, 2)))   # chosen voxels in C order
+    return chosen, key, np.bincount(z * n_keys + key, minlength=len(lab) * n_keys).reshape(-1, n_keys)
+
+
+def _histogram_span(hu, labels):
+    """(lowest value, bins) of the integer histogram; bins 0: HU are not integers or span too wide a range.
+    8- and 16-bit HU take their type's whole range (no pass to find it)."""
+    if not np.issubdtype(hu.dtype, np.integer):
+        return 0, 0
+    if hu.dtype.itemsize <= 2:
+        info = np.iinfo(hu.dtype)
+        return int(info.min), int(info.max) - int(info.min) + 1
+    low, high = _labelled_range(hu, labels)
+    return (low, high - low + 1) if high - low < MAX_HISTOGRAM_BINS else (0, 0)
+
+
+def _add_moments(acc, key, h, n_keys):
+    acc["sum"] += np.bincount(key, h, n_keys)
+    acc["sumsq"] += np.bincount(key, h * h, n_keys)
+    acc["nama"] += np.bincount(key, (h >= NAMA_HU[0]) & (h <= NAMA_HU[1]), n_keys)
+    acc["lama"] += np.bincount(key, (h >= LAMA_HU[0]) & (h <= LAMA_HU[1]), n_keys)
+
+
+def _moments_from_histogram(acc, hist, low):
+    """Sums, squares and NAMA/LAMA counts from integer histograms (n_keys, bins): exact integers (Python
+    integers where int64 could overflow)."""
+    values = np.arange(low, low + hist.shape[1], dtype=np.int64)
+    wide = max(abs(low), abs(low + hist.shape[1] - 1)) >= 1 << 16
+    if wide:
+        hist, values = hist.astype(object), values.astype(object)
+    acc["sum"] = (hist @ values).astype(float)
+    acc["sumsq"] = (hist @ (values * values)).astype(float)
+    for name, (lo, hi) in (("nama", NAMA_HU), ("lama", LAMA_HU)):
+        inside = (values >= lo) & (values <= hi)
+        acc[name] = hist[:, inside.astype(bool)].sum(axis=1).astype(float)
 
 
 def _labelled_range(hu, labels):
