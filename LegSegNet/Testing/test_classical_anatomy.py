@@ -4,39 +4,22 @@ whose SAT area must not jump between slices. A simple per-slice reference (3×3 
 windows) is what the engine must beat."""
 import numpy as np
 import pytest
-from scipy import ndimage
 
-from LegSegNetLib.classical import CORTEX_HU, FAT_HU, MUSCLE_HU, ClassicalEngine
+from LegSegNetLib.classical import ClassicalEngine
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.tissues import TISSUES, BY_SHORT
 from LegSegNetLib.volumes import AxialView, read_ct
 
 from conftest import array, dice, real_case
+from simple_reference import reference
 
 HARD = [dict(seed=s, vary=True, anatomy=True, table_contact=s % 2 == 0, touching=s % 3 == 0) for s in (11, 12, 13, 14)]
-FEATURE_RIGHT = 0.75        # issue 15 asks 0.90; the rest is lost to SM at blurred feature borders, not to SAT
-MAX_FEATURE_SAT = 0.15      # where a feature reaches the fascia, the envelope's arc cuts off its outer rim
-MIN_IMAT_DICE = 0.85        # issue 15 asks 0.90: met on 3 of these 4 draws (thin blurred septa read as muscle)
+FEATURE_RIGHT = 0.80        # issue 15 asks 0.90: 0.83-0.99 here; SAT takes most of the rest (below)
+MAX_FEATURE_SAT = 0.15      # where a feature reaches the fascia beside the bone or through a muscle gap, the
+                            # envelope (hull of muscle and bone, arcs across gaps) cuts off its outer rim
+MIN_IMAT_DICE = 0.85        # issue 15 asks 0.90: met on 3 of these 4 draws; seed 12's legs lie flattened on the
+                            # table, where the convex hull and its arcs bulge past the flat fascia into SAT
 MAX_SAT_JUMP = 0.25          # SAT area against the mean of its two neighbouring slices (issue 15)
-
-
-def reference(hu):
-    """Per slice: 3×3 median, body = holes-filled > -500 HU, bone = filled cortex, SAT = fat connected to the
-    body's outer fat layer... kept deliberately simple: fat outside the filled muscle mask is SAT."""
-    smooth = ndimage.median_filter(hu, size=(1, 3, 3))
-    labels = np.zeros(hu.shape, np.uint8)
-    plane = np.zeros((3, 3, 3), bool)
-    plane[1] = True
-    body = ndimage.binary_fill_holes(smooth > -500, plane)
-    bone = ndimage.binary_fill_holes(smooth > CORTEX_HU, plane) & body
-    muscle = body & ~bone & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
-    fat = body & ~bone & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
-    inside = ndimage.binary_fill_holes(ndimage.binary_opening(muscle, plane, iterations=2) | bone, plane)
-    labels[fat & ~inside] = BY_SHORT["SAT"].label
-    labels[fat & inside] = BY_SHORT["IMAT"].label
-    labels[muscle & inside] = BY_SHORT["SM"].label
-    labels[bone] = BY_SHORT["Bone"].label
-    return labels
 
 
 def canonical(phantom):
@@ -69,9 +52,9 @@ def test_beats_the_simple_reference(hard):
 
 
 def test_deep_fat_features_are_imat(hard):
-    phantom, view, _, _, labels = hard
+    phantom, view, _, truth, labels = hard
     for name, mask in phantom.features.items():
-        inside = view.to_canonical(array(mask)) > 0
+        inside = (view.to_canonical(array(mask)) > 0) & (truth == BY_SHORT["IMAT"].label)   # bone drawn over some
         right = (labels[inside] == BY_SHORT["IMAT"].label).mean()
         as_sat = (labels[inside] == BY_SHORT["SAT"].label).mean()      # the envelope's own error
         assert right >= FEATURE_RIGHT and as_sat <= MAX_FEATURE_SAT, (name, right, as_sat)
