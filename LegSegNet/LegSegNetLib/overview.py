@@ -40,14 +40,13 @@ def _panels(labels, marks):
 def write_overview(path, hu, labels, spacing, title="", marks=None):
     """hu, labels: canonical (z, y, x) arrays; spacing (z, y, x) mm; marks: {"flagged": [slices], "worst":
     slice or None, "levels": {leg: slice}} (pipeline.overview_marks)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure      # not pyplot: no GUI backend to import, no global figure state
     from matplotlib.patches import Patch
 
     marks = marks or {}
     panels = _panels(labels, marks)
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4 * (len(panels) + 1), 4.4))
+    fig = Figure(figsize=(4 * (len(panels) + 1), 4.4))
+    axes = fig.subplots(1, len(panels) + 1)
     for ax, (z, name) in zip(axes, panels):
         ax.imshow(_overlay(hu[z], labels[z]), aspect=spacing[1] / spacing[2], interpolation="nearest")
         ax.set_title(name, color="red" if name.startswith("review") else "black")
@@ -70,9 +69,8 @@ def write_overview(path, hu, labels, spacing, title="", marks=None):
     fig.legend(handles=handles,
                loc="lower center", ncol=len(handles), frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.95))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.1, top=0.88, wspace=0.05)   # fixed: tight_layout costs more
+    fig.savefig(path, dpi=80, pil_kwargs={"compress_level": 1})
 
 
 def _mark_levels(ax, n_slices, width, marks):

@@ -197,21 +197,25 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
                            "volumes": "areas of the one slice (no slice thickness)"}
     t = time.perf_counter()
     native = view.from_canonical(labels)
+    steps = {}        # seconds per file written, in report.json so that a slow writer shows
     if "labels" in outputs:
-        _itk_write(folder / "labels.nii.gz", lambda path: write_labels(native, ct.image, path))
+        _timed(steps, "labels.nii.gz", lambda: _itk_write(folder / "labels.nii.gz",
+                                                          lambda path: write_labels(native, ct.image, path)))
     if "seg" in outputs:
-        _itk_write(folder / "segmentation.seg.nrrd", lambda path: write_seg_nrrd(native, ct.image, path))
+        _timed(steps, "segmentation.seg.nrrd", lambda: _itk_write(folder / "segmentation.seg.nrrd",
+                                                                  lambda path: write_seg_nrrd(native, ct.image, path)))
     if with_dicom_seg:
-        dicom_seg.write_dicom_seg(native, ct.image, ct.files, folder / dicom_seg.FILE_NAME,
-                                  report["engine"]["engine"])
+        _timed(steps, dicom_seg.FILE_NAME, lambda: dicom_seg.write_dicom_seg(
+            native, ct.image, ct.files, folder / dicom_seg.FILE_NAME, report["engine"]["engine"]))
     if "tables" in outputs:
-        stats.write(folder)
-        qc.write_qc(folder / "qc.csv", qc_rows)
-        midthigh.write_midthigh(folder / "midthigh.csv", level_rows)
+        _timed(steps, "tables", lambda: (stats.write(folder), qc.write_qc(folder / "qc.csv", qc_rows),
+                                         midthigh.write_midthigh(folder / "midthigh.csv", level_rows)))
     if "overview" in outputs:
-        write_overview(folder / "overview.png", hu, labels, view.spacing, title=_case_title(ct.source),
-                       marks=overview_marks(qc_rows, level_rows))
+        _timed(steps, "overview.png", lambda: write_overview(folder / "overview.png", hu, labels, view.spacing,
+                                                             title=_case_title(ct.source),
+                                                             marks=overview_marks(qc_rows, level_rows)))
     timings["write_s"] = time.perf_counter() - t
+    timings["write_steps_s"] = steps
     written = sorted(os.listdir(folder) + ["report.json"])
     full = {"input": os.path.abspath(ct.source), "input_geometry": ct.geometry(),
             "legsegnet_version": __version__, "versions": _versions(), **report, "outputs": written,
@@ -226,6 +230,13 @@ def overview_marks(qc_rows, level_rows):
     worst = min(flagged, key=lambda r: r["review_rank"])["slice"] if flagged else None
     levels = {r["leg"]: r["slice"] for r in level_rows if r["slice"] != ""}
     return {"flagged": [r["slice"] for r in flagged], "worst": worst, "levels": levels}
+
+
+def _timed(steps, name, write):
+    """Run write() and record its seconds under name."""
+    start = time.perf_counter()
+    write()
+    steps[name] = time.perf_counter() - start
 
 
 def _itk_write(path, write):
