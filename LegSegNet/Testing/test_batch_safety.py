@@ -100,14 +100,14 @@ def test_second_batch_on_a_locked_folder_exits_2_naming_the_holder(scans, tmp_pa
     out = tmp_path / "out"
     first = subprocess.Popen([sys.executable, "-m", "LegSegNetLib", "batch", str(scans), "-o", str(out),
                               "--workers", "1", "--engine", "threshold"], cwd=REPO, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+                             stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
     deadline = time.monotonic() + 120
     while not (out / LOCK_NAME).exists():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()
         time.sleep(0.01)
     second = subprocess.run([sys.executable, "-m", "LegSegNetLib", "batch", str(scans), "-o", str(out),
                              "--workers", "1", "--engine", "threshold", "--force"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+                            encoding="utf-8", errors="replace", timeout=120)
     assert first.poll() is None, "the first run ended before the second was tried"
     assert second.returncode == 2
     line = one_error_line(second.stderr)
@@ -123,7 +123,8 @@ def test_second_batch_on_a_locked_folder_exits_2_naming_the_holder(scans, tmp_pa
 def test_stale_lock_of_a_dead_run_is_taken_over_and_its_leftovers_removed(scans, tmp_path, caplog):
     out = tmp_path / "out"
     (out / "cases").mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          encoding="utf-8", errors="replace")
     (out / LOCK_NAME).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
                                              "token": "0123456789ab", "started": "earlier"}))
     (out / "cases" / ".knee_a.run-0123456789ab.x1y2.partial").mkdir()        # the dead run's half case

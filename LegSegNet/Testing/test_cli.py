@@ -125,7 +125,8 @@ def test_module_entry_point_and_demo(tmp_path):
     assert set(table) == {"SAT", "SM", "IMAT", "Bone"}
     assert all(float(row[-1]) > 0.85 for row in table.values())               # Dice column
     assert OUTPUTS <= {p.name for p in (tmp_path / "demo" / "result").iterdir()}
-    bad = subprocess.run([sys.executable, "-m", "LegSegNetLib", "segment"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "LegSegNetLib", "segment"], capture_output=True,
+                         encoding="utf-8", errors="replace")
     assert bad.returncode == 2
 
 

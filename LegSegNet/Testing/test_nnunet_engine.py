@@ -171,7 +171,7 @@ def test_downloaded_weights_verified_and_corruption_refused(tmp_path, capsys):
 def test_download_offline_gives_a_clear_message(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "LEGSEGNET_CACHE": str(tmp_path / "cache")}
     result = subprocess.run([sys.executable, "-m", "LegSegNetLib", "weights", "download"], env=env,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert result.returncode == 2, result.stderr
     assert "could not download GogoChen/LegSegNet" in result.stderr and "--model DIR" in result.stderr
     assert not list((tmp_path / "cache" / "weights").glob("*"))     # nothing half-downloaded left behind
@@ -184,7 +184,8 @@ def test_core_works_without_torch(tmp_path):
             "engine, reason = make_engine('auto')\n"
             "print(engine.name, '|', reason)\n")
     env = {**os.environ, "LEGSEGNET_MODEL": str(TEST_MODEL)}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            encoding="utf-8", errors="replace", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("threshold |") and "torch is not installed" in result.stdout
 

@@ -33,12 +33,12 @@ OUTPUTS = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.c
 
 def cli_process(*args, **popen):
     return subprocess.Popen([sys.executable, "-m", "LegSegNetLib", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace", **popen)
 
 
 def run_process(*args, prefix=()):
     return subprocess.run([*prefix, sys.executable, "-m", "LegSegNetLib", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", errors="replace", timeout=300)
 
 
 def one_error_line(stderr):
@@ -102,7 +102,8 @@ def test_held_claim_refuses_segment_and_stats(tmp_path, phantom_file, segmented)
 
 
 def test_stale_claim_of_a_dead_process_is_taken_over(tmp_path, phantom_file, segmented, caplog):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          encoding="utf-8", errors="replace")
     (tmp_path / ".out.lock").write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(),
                                                     "token": "0badc0ffee00", "started": "earlier"}))
     assert run_cli("stats", phantom_file, segmented / "labels.nii.gz", "-o", tmp_path / "out") == 0
@@ -169,8 +170,8 @@ def test_full_disk_is_exit_2_without_leftovers(tmp_path, phantom_file):
             "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); from LegSegNetLib.cli import main; "
             f"sys.exit(main(['segment', {str(phantom_file)!r}, '-o', {str(tmp_path / 'out')!r}, "
             "'--engine', 'threshold']))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO / "LegSegNet", capture_output=True, text=True,
-                         timeout=300)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO / "LegSegNet", capture_output=True,
+                         encoding="utf-8", errors="replace", timeout=300)
     assert run.returncode == 2, run.stderr
     line = one_error_line(run.stderr)
     assert str(tmp_path) in line and ("too large" in line or "cannot be written" in line), line

@@ -126,7 +126,7 @@ def run_segment(ct, out, *args, blocked=()):
     env = dict(os.environ, PYTHONPATH=str(REPO / "LegSegNet"))
     command = [sys.executable, "-c", BLOCKER, ",".join(blocked) or "-", "segment", str(ct), "-o", str(out), *args,
                "--engine", "threshold", "--progress-lines"]
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", env=env, timeout=300)
 
 
 def test_module_run_needs_only_what_slicer_ships(tmp_path, phantom_file):
