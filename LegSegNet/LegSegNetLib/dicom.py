@@ -109,11 +109,11 @@ def _looks_like_dicom(path):
     return head[128:132] == b"DICM" or path.lower().endswith((".dcm", ".ima"))
 
 
-def _scan(path):
-    """(readable slices, unreadable DICOM-looking files) in a folder tree or one file; other files are ignored."""
+def _scan(path, recursive=True):
+    """(readable slices, unreadable DICOM-looking files) in a folder (tree) or one file; other files are ignored."""
     names = [path] if os.path.isfile(path) else []
     for root, dirs, files in os.walk(path):
-        dirs.sort()
+        dirs[:] = sorted(dirs) if recursive else []
         names += [os.path.join(root, name) for name in sorted(files)
                   if not name.startswith(".") and name.upper() != "DICOMDIR"]
     slices, unreadable = [], []
@@ -140,9 +140,9 @@ def _series_of(slices):
     return {uid: group for uid, group in series.items() if not all(s.is_localizer for s in group)}
 
 
-def list_dicom_series(path):
-    """{SeriesInstanceUID: file names} for every readable image series in a folder tree, localizers excepted."""
-    return {uid: [s.file for s in group] for uid, group in _series_of(_scan(os.fspath(path))[0]).items()}
+def list_dicom_series(path, recursive=True):
+    """{SeriesInstanceUID: file names} for every readable image series in a folder (tree), localizers excepted."""
+    return {uid: [s.file for s in group] for uid, group in _series_of(_scan(os.fspath(path), recursive)[0]).items()}
 
 
 def _choose_series(path, slices, notes, series_uid):

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.batch import CASE_FILES, discover_cases, series_id
+from LegSegNetLib.batch import CASE_FILES
+from LegSegNetLib.cases import discover_cases, series_id
 from LegSegNetLib.errors import InputError
 from LegSegNetLib.phantom import make_phantom
 

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.batch import local_cluster_size, series_id
+from LegSegNetLib.batch import local_cluster_size
+from LegSegNetLib.cases import series_id
 from LegSegNetLib.phantom import make_phantom
 
 from conftest import run_cli, write_dicom_series

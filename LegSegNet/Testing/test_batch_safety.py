@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib.batch import LOCK_NAME, discover_cases, safe_id
+from LegSegNetLib.batch import LOCK_NAME
+from LegSegNetLib.cases import discover_cases, safe_id
 from LegSegNetLib.phantom import make_phantom
 
 from conftest import REPO, run_cli, write_dicom_series
@@ -162,3 +163,16 @@ def test_bad_slices_exit_2_before_any_case_runs(scans, tmp_path, capsys, slices,
     assert run_cli("batch", scans, "-o", tmp_path / "out", "--slices", slices, "--engine", "threshold") == 2
     assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_localizer_only_series_is_no_case(tmp_path):
+    """Series are found with the reader's own header scan, so a scout series never becomes a failed case."""
+    folder = tmp_path / "exam"
+    ct = make_phantom(seed=1, shape=(4, 64, 96)).ct
+    write_dicom_series(ct, folder, series_uid="1.2.826.0.1.3680043.2.1125.31.1")
+    scout = sitk.Image(96, 64, 1, sitk.sitkInt16) - 1000
+    scout.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))      # a coronal scout beside the axial series
+    write_dicom_series(scout, folder, image_type="ORIGINAL\\PRIMARY\\LOCALIZER", prefix="scout",
+                       series_uid="1.2.826.0.1.3680043.2.1125.31.2")
+    cases = discover_cases([tmp_path])
+    assert [(c.input, c.series_uid) for c in cases] == [(str(folder), "1.2.826.0.1.3680043.2.1125.31.1")]
