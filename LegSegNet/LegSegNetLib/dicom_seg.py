@@ -16,9 +16,10 @@ HOW_TO_GET = "DICOM SEG needs highdicom: pip install 'legsegnet[dicom-seg]'"
 GRID_TOLERANCE = 1e-3      # in voxels: DICOM pixel centres must fall on the label grid
 
 
-def write_dicom_seg(labels, reference, ct_files, path, engine_name):
+def write_dicom_seg(labels, reference, ct_files, path, engine_name, edited=False):
     """Write labels (k, j, i on the reference image's grid, values 1..4) as a DICOM SEG that references the CT
-    series in ct_files (its slices in any order). engine_name: the engine that made the labels."""
+    series in ct_files (its slices in any order). engine_name: the engine that made the labels; edited: a person
+    corrected them since (the segments are then SEMIAUTOMATIC, not AUTOMATIC)."""
     try:
         import highdicom as hd
         import pydicom
@@ -32,7 +33,7 @@ def write_dicom_seg(labels, reference, ct_files, path, engine_name):
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=_segment_descriptions(hd, engine_name),
+        segment_descriptions=_segment_descriptions(hd, engine_name, edited),
         series_instance_uid=hd.UID(), series_number=_series_number(sources[0]),
         sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="LegSegNet", manufacturer_model_name=f"LegSegNet {engine_name} engine",
@@ -75,17 +76,19 @@ def _frame_of(labels, lps_to_index, ds):
     return labels[index[2], index[1], index[0]]
 
 
-def _segment_descriptions(hd, engine_name):
+def _segment_descriptions(hd, engine_name, edited):
     algorithm = hd.AlgorithmIdentificationSequence(
         name="LegSegNet", version=__version__, family=_algorithm_family(engine_name),
         parameters={"engine": engine_name})
+    kinds = hd.seg.SegmentAlgorithmTypeValues
+    algorithm_type = kinds.SEMIAUTOMATIC if edited else kinds.AUTOMATIC
     descriptions = []
     for tissue in TISSUES:
         description = hd.seg.SegmentDescription(
             segment_number=tissue.label, segment_label=tissue.short,
             segmented_property_category=_coded(hd, tissue.category),
             segmented_property_type=_coded(hd, tissue.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=algorithm,
+            algorithm_type=algorithm_type, algorithm_identification=algorithm,
             tracking_uid=hd.UID(), tracking_id=f"LegSegNet {tissue.short}",
             anatomic_regions=[_coded(hd, tissue.region)] if tissue.region.value else None)
         description.RecommendedDisplayCIELabValue = dicom_cielab(tissue.color)   # highdicom < 0.23 has no option

@@ -16,8 +16,8 @@ import SimpleITK as sitk
 
 from . import midthigh, qc
 from .errors import InputError
-from .mrml import ENGINE_ATTRIBUTE, LPS_TO_RAS, ijk_to_ras, merged_labelmap, segment_name, segmentation_to_labels, \
-    spec_of_segment, volume_to_image
+from .mrml import ENGINE_ATTRIBUTE, LPS_TO_RAS, edited_since_produced, ijk_to_ras, merged_labelmap, segment_name, \
+    segmentation_to_labels, spec_of_segment, volume_to_image
 from .pipeline import canonical_statistics, quality_tables
 from .sides import split_legs
 from .statistics import METRICS, STAT_COLUMNS, Statistics
@@ -276,7 +276,8 @@ def export_dicom_seg(volume_node, segmentation_node, ct_files, path):
     _check_dicom_sources(volume_node, ct_files)
     labels, _sides = segmentation_to_labels(segmentation_node, volume_node)
     engine = segmentation_node.GetAttribute(ENGINE_ATTRIBUTE) or "unknown"
-    write_dicom_seg(labels, volume_to_image(volume_node), ct_files, path, engine)
+    write_dicom_seg(labels, volume_to_image(volume_node), ct_files, path, engine,
+                    edited=edited_since_produced(segmentation_node))
     return Path(path)
 
 

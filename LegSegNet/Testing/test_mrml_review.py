@@ -191,6 +191,7 @@ def test_dicom_seg_export_holds_the_tissues_as_the_user_sees_them(dicom_case, tm
     assert seg.number_of_segments == len(TISSUES) and seg.FrameOfReferenceUID == FRAME_OF_REFERENCE
     for tissue, description in zip(TISSUES, seg.SegmentSequence):
         assert description.SegmentLabel == tissue.short
+        assert description.SegmentAlgorithmType == "SEMIAUTOMATIC"      # corrected by hand since the run
         for sequence, code in ((description.SegmentedPropertyCategoryCodeSequence, tissue.category),
                                (description.SegmentedPropertyTypeCodeSequence, tissue.type)):
             assert (sequence[0].CodingSchemeDesignator, sequence[0].CodeValue) == (code.scheme, code.value)
