@@ -20,7 +20,7 @@ from pathlib import Path
 from .cases import discover_cases
 from .dicom_seg import FILE_NAME as DICOM_SEG_FILE
 from .engines import make_engine
-from .errors import InputError
+from .errors import InputError, environment_problem
 from .outputs import FolderLock, check_location, inside, remove_leftovers, uninterrupted
 from .pipeline import OUTPUT_FILES as CASE_FILES
 from .pipeline import check_outputs, segment_case, settings_digest, slice_bounds
@@ -95,6 +95,10 @@ def run_case(case, job):
         return {**result, **failure("input", err)}
     except MemoryError as err:
         return {**result, **failure("memory", err)}
+    except OSError as err:
+        if environment_problem(err):     # a full disk or a forbidden location is no bug: no traceback
+            return {**result, **failure("environment", InputError(environment_problem(err)))}
+        return {**result, **failure("error", err, traceback.format_exc())}
     except Exception as err:   # noqa: BLE001 - a bug in one case must not stop the cohort
         return {**result, **failure("error", err, traceback.format_exc())}
 

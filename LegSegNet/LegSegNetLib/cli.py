@@ -2,7 +2,6 @@
 stderr), 1 a bug, 3 `batch`: some cases failed (failures.csv), 130 interrupted (Ctrl-C; 143 SIGTERM, 129 SIGHUP)."""
 import argparse
 import csv
-import errno
 import logging
 import sys
 import time
@@ -10,14 +9,8 @@ from pathlib import Path
 
 from . import __version__
 from .engines import ENGINES
-from .errors import InputError
+from .errors import InputError, environment_problem
 from .outputs import check_location, handle_stop_signals
-
-# OSErrors that come from the machine, not from a bug: a full disk, a read-only or forbidden location, ...
-ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG,
-                      errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT, errno.ENAMETOOLONG, errno.EIO,
-                      errno.ELOOP, errno.EMFILE, errno.ENFILE, errno.ENOTEMPTY, errno.EXDEV, errno.EBUSY}
-
 
 class _ProgressBar:
     """A progress bar on stderr (only on a terminal), started at the first progress call, after the input was
@@ -305,9 +298,9 @@ def main(argv=None):
     except InputError as err:
         return _error(err)
     except OSError as err:
-        if err.errno not in ENVIRONMENT_ERRNOS:
+        if not environment_problem(err):
             raise
-        return _error(f"{err.filename}: {err.strerror}" if err.filename else err.strerror or err)
+        return _error(environment_problem(err))
     except KeyboardInterrupt as stop:
         print("legsegnet: interrupted; nothing was written", file=sys.stderr)
         return interrupted_code(stop)

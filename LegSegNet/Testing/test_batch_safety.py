@@ -176,3 +176,23 @@ def test_a_localizer_only_series_is_no_case(tmp_path):
                        series_uid="1.2.826.0.1.3680043.2.1125.31.2")
     cases = discover_cases([tmp_path])
     assert [(c.input, c.series_uid) for c in cases] == [(str(folder), "1.2.826.0.1.3680043.2.1125.31.1")]
+
+
+def test_a_full_disk_on_a_worker_is_failure_kind_environment(tmp_path):
+    """A real write failure from the operating system (file size limit) is the machine's problem, not a bug:
+    kind `environment`, one line, no traceback, no temporary folder left."""
+    ct = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(make_phantom(seed=1, shape=(4, 96, 128)).ct, str(ct))
+    cases_dir = tmp_path / "cases"
+    cases_dir.mkdir()
+    code = ("import json, resource, signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000)); "
+            "from LegSegNetLib.batch import Job, run_case; from LegSegNetLib.cases import Case; "
+            f"print(json.dumps(run_case(Case('c1', {str(ct)!r}), Job({str(cases_dir)!r}, engine='threshold'))))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO / "LegSegNet", capture_output=True,
+                         encoding="utf-8", errors="replace", timeout=300)
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert (result["status"], result["kind"], result["traceback"]) == ("failed", "environment", None), result
+    message = result["message"]
+    assert ("cannot be written" in message or "too large" in message) and "\n" not in message
+    assert list(cases_dir.iterdir()) == []
