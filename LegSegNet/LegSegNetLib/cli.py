@@ -302,7 +302,9 @@ def main(argv=None):
             raise
         return _error(environment_problem(err))
     except KeyboardInterrupt as stop:
-        print("legsegnet: interrupted; nothing was written", file=sys.stderr)
+        published = getattr(stop, "published", None)
+        print(f"legsegnet: interrupted after {published} was complete (it is kept)" if published
+              else "legsegnet: interrupted; nothing was written", file=sys.stderr)
         return interrupted_code(stop)
     return code or 0
 

@@ -192,8 +192,12 @@ def atomic_folder(outdir, overwrite=False, lock=True, tag=""):
         try:
             _follow_umask(tmp)
             yield tmp
-            with uninterrupted():
-                _publish(tmp, outdir, tag)
+            try:
+                with uninterrupted():
+                    _publish(tmp, outdir, tag)
+            except Interrupted as stop:     # the signal came while renaming: the result is complete and in place
+                stop.published = outdir
+                raise
         finally:
             with uninterrupted():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -20,7 +20,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio.segmentation as slicerio_seg
 
-from LegSegNetLib import pipeline, statistics
+from LegSegNetLib import outputs, pipeline, statistics
 from LegSegNetLib.outputs import FolderLock
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.volumes import ijk_to_lps
@@ -367,3 +367,20 @@ def test_errors_are_one_line_on_stderr(tmp_path, phantom_file):
     run = run_process("phantom", tmp_path / "ph", "--seed", "-1")            # and on a pipe
     assert run.returncode == 2 and "-1 is negative" in one_error_line(run.stderr)
     assert not (tmp_path / "ph").exists()
+
+
+def test_a_signal_during_the_final_rename_keeps_the_complete_result_and_says_so(phantom_file, tmp_path, capsys,
+                                                                                  monkeypatch):
+    """SIGTERM arrives while the finished folder is renamed into place: the rename completes, the result stays
+    and the message says so instead of 'nothing was written'."""
+    publish = outputs._publish
+
+    def signalled_publish(*args):
+        os.kill(os.getpid(), signal.SIGTERM)      # handled only once the rename is done
+        publish(*args)
+    monkeypatch.setattr(outputs, "_publish", signalled_publish)
+    out = tmp_path / "out"
+    assert run_cli("segment", phantom_file, "-o", out, "--engine", "threshold") == 128 + signal.SIGTERM
+    assert capsys.readouterr().err.split("\n") == [f"legsegnet: interrupted after {out} was complete (it is kept)", ""]
+    assert sorted(p.name for p in out.iterdir()) == sorted(pipeline.OUTPUT_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
