@@ -13,6 +13,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .limits import check_size
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ ORIENTATION_TOLERANCE = 1e-4   # direction cosines: real headers repeat one stri
 SAME_POSITION_MM = 1e-3        # two slices this close are at the same position (DS strings carry more digits)
 MAX_STRAY_IMAGES = 3           # a few images in another plane than the rest of a series are scouts, skipped
 LOCALIZER_TYPES = ("LOCALIZER", "SCOUT")
+DICOM_BYTES_PER_VOXEL = 4      # the series reader gives float32 where a rescale slope is fractional, else int16
 NON_IMAGE_SOP_CLASS = b"1.2.840.10008.5.1.4.1.1."   # storage SOP classes; these suffixes hold no image:
 NON_IMAGE_SUFFIXES = (b"88.", b"481.", b"11.", b"104.", b"66")   # SR, RT, presentation states, documents, raw
 
@@ -387,6 +389,7 @@ def read_dicom_folder(path, notes, series_uid=None):
         raise InputError(f"{path}: DICOM modality is {modality}, not CT")
     stack, spacing = _ordered_stack(path, stack, notes)
     _refuse_continuations(path, stack, spacing, series)
+    check_size(path, (stack[0].size[0], stack[0].size[1], len(stack)), DICOM_BYTES_PER_VOXEL)
     image = _check_geometry(path, _read_pixels(stack), _expected_geometry(stack, spacing))
     for note in notes:
         log.warning(note)

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
+from .limits import check_size
 from .slice_images import as_one_slice_volume, is_windowed_slice, read_windowed_slice
 from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of, nifti_sform_deviation,
                           refuse_unreadable, require_regular_file, sniff, stored_files)
@@ -16,10 +17,6 @@ from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -500          # every CT of a limb holds air below this; MR and raw detector values do not
 MAX_PLAUSIBLE_HU = 5000  # beyond dense metal; larger maxima mean the values are not HU
-MAX_VOXELS = 2 ** 30   # 512×512×4096: a whole-body CT at 0.5 mm slices; larger is not one CT of the legs
-# Memory a segment run needs beside the image itself (labels, side map, engine masks): measured 1.68 GiB for
-# 512×512×1000 int16 voxels, about 2 + 4.9 bytes a voxel.
-WORKING_BYTES_PER_VOXEL = 5
 # Geometry. Header rounding (float32 NIfTI, 6-decimal DICOM) leaves direction errors near 1e-6; 1e-3 (0.06°,
 # under 0.5 mm across a 50 cm field) is the most a direction may deviate from orthonormal (max |DᵀD − I|).
 ORTHONORMAL_TOLERANCE = 1e-3
@@ -141,26 +138,7 @@ def check_header(reader, name):
     if reader.GetNumberOfComponents() != 1 or pixel not in SCALAR_BYTES:
         raise InputError(f"{name}: voxels of type {sitk.GetPixelIDValueAsString(pixel)} with "
                          f"{reader.GetNumberOfComponents()} components; a scalar CT volume is needed")
-    size = reader.GetSize()
-    voxels = int(np.prod(size, dtype=object))
-    if voxels > MAX_VOXELS:
-        raise InputError(f"{name}: size {size} is {voxels} voxels, more than the limit of {MAX_VOXELS}")
-    needed, available = voxels * (SCALAR_BYTES[pixel] + WORKING_BYTES_PER_VOXEL), available_memory()
-    if available is not None and needed > available:
-        raise InputError(f"{name}: size {size} needs about {needed / 2 ** 30:.1f} GiB of memory; "
-                         f"{available / 2 ** 30:.1f} GiB is available")
-
-
-def available_memory():
-    """MemAvailable in bytes, or None where /proc/meminfo does not say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    check_size(name, reader.GetSize(), SCALAR_BYTES[pixel])
 
 
 def input_fingerprint(path, series_uid=None):

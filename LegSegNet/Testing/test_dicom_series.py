@@ -200,3 +200,19 @@ def test_multi_frame_file_is_refused(tmp_path, capsys, ct):
     frames.SetMetaData("0008|0060", "CT")
     sitk.WriteImage(frames, str(folder / "frames.dcm"))
     refused(folder, tmp_path, capsys, "frames.dcm", "multi-frame DICOM (12 frames in one file)")
+
+
+def test_series_too_large_for_memory_is_refused_before_any_pixel_is_read(tmp_path, capsys, ct, monkeypatch):
+    from LegSegNetLib import dicom, limits
+    folder = write_dicom_series(ct, tmp_path / "dicom")
+
+    def no_pixels(stack):
+        raise AssertionError("pixels read before the size was checked")
+    monkeypatch.setattr(dicom, "_read_pixels", no_pixels)
+    monkeypatch.setattr(limits, "available_memory", lambda: 100_000)     # a machine with 100 kB free
+    code, err, _report = segment(folder, tmp_path, capsys)
+    assert code == 2 and f"size ({ct.GetWidth()}, {ct.GetHeight()}, {ct.GetDepth()}) needs about" in err, err
+    monkeypatch.setattr(limits, "available_memory", lambda: None)
+    monkeypatch.setattr(limits, "MAX_VOXELS", ct.GetWidth() * ct.GetHeight())   # one slice's worth
+    code, err, _report = segment(folder, tmp_path, capsys)
+    assert code == 2 and f"voxels, more than the limit of {ct.GetWidth() * ct.GetHeight()}" in err, err

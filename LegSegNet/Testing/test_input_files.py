@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib import volumes
+from LegSegNetLib import limits, volumes
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.statistics import compute_statistics
 from LegSegNetLib.tissues import LEGS, SIDE_LABELS, TISSUES
@@ -84,16 +84,16 @@ def test_huge_declared_size_is_refused_at_once(tmp_path, capsys, ct):
             f.write(bytes(1 << 20))
     start = time.perf_counter()
     assert_refused(tmp_path, capsys, tmp_path / "huge.nii.gz",
-                   rf"size \(2048, 2048, 512\) is {2 ** 31} voxels, more than the limit of {volumes.MAX_VOXELS}")
+                   rf"size \(2048, 2048, 512\) is {2 ** 31} voxels, more than the limit of {limits.MAX_VOXELS}")
     assert time.perf_counter() - start < 0.5
 
 
 def test_size_beyond_available_memory_is_refused(tmp_path, capsys, ct, monkeypatch):
-    assert volumes.available_memory() > 0          # read from /proc/meminfo on this machine
+    assert limits.available_memory() > 0          # read from /proc/meminfo on this machine
     header = bytearray(write(ct, tmp_path / "small.nii").read_bytes()[:352])
     struct.pack_into("<4h", header, 40, 3, 512, 512, 1000)
     (tmp_path / "big.nii").write_bytes(bytes(header))
-    monkeypatch.setattr(volumes, "available_memory", lambda: 1 << 30)    # a machine with 1 GiB free
+    monkeypatch.setattr(limits, "available_memory", lambda: 1 << 30)    # a machine with 1 GiB free
     assert_refused(tmp_path, capsys, tmp_path / "big.nii", r"needs about 1\.7 GiB of memory; 1\.0 GiB is available")
 
 
