@@ -40,13 +40,21 @@ class CtVolume:
 
     @property
     def array(self):
-        """Voxel values in numpy order (k, j, i), no copy."""
-        return sitk.GetArrayViewFromImage(self.image)
+        """Voxel values in numpy order (k, j, i), no copy, read-only; the array keeps the image alive."""
+        return np.asarray(_ImageVoxels(self.image))
 
     def geometry(self):
         img = self.image
         return {"size": list(img.GetSize()), "spacing": list(img.GetSpacing()),
                 "origin": list(img.GetOrigin()), "direction": list(img.GetDirection())}
+
+
+class _ImageVoxels:
+    """An image's voxels for numpy, holding the image: SimpleITK's own view does not, so it would point into freed
+    memory once the image is gone (e.g. `read_ct(path).array`)."""
+    def __init__(self, image):
+        self.image = image
+        self.__array_interface__ = sitk.GetArrayViewFromImage(image).__array_interface__
 
 
 def is_image_file(path):

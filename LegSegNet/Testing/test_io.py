@@ -125,3 +125,16 @@ def test_foreign_segment_names_are_refused(tmp_path, phantom):
     slicerio_seg.write_segmentation(str(tmp_path / "liver.seg.nrrd"), seg)
     with pytest.raises(InputError, match="liver"):
         read_segmentation(tmp_path / "liver.seg.nrrd", phantom.ct)
+
+
+def test_the_voxel_array_outlives_its_volume(phantom_file, phantom):
+    """SimpleITK's array view does not hold its image: `read_ct(path).array` would read freed memory."""
+    import gc
+    import weakref
+    ct = read_ct(phantom_file)
+    image = weakref.ref(ct.image)
+    voxels = ct.array
+    del ct
+    gc.collect()
+    assert image() is not None and not voxels.flags.writeable
+    assert np.array_equal(voxels, array(phantom.ct))
