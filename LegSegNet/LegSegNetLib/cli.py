@@ -134,6 +134,18 @@ def cmd_batch(args):
     return exit_code(cohort)
 
 
+def cmd_serve(args):
+    from .serve import serve
+    serve(args.data, host=args.host, port=args.port, token=args.token, upload_limit_mb=args.upload_limit_mb)
+
+
+def _port(text):
+    value = _count(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port: {text} (1-65535)")
+    return value
+
+
 def _add_network_options(p):
     g = p.add_argument_group("network engine (nnunet, or auto when weights are installed)")
     g.add_argument("--model", metavar="DIR", help="nnU-Net v2 2D results folder (default: $LEGSEGNET_MODEL, "
@@ -283,6 +295,20 @@ def build_parser():
     _add_dicom_seg_option(p)
     _add_network_options(p)      # each worker loads the model once with these settings
     p.set_defaults(func=cmd_batch)
+
+    from .serve import DEFAULT_HOST, DEFAULT_PORT, UPLOAD_LIMIT_MB
+    p = sub.add_parser("serve", help="LegSegNet in the browser (needs the web extra): segment, correct, update, "
+                       "export")
+    p.add_argument("--data", default=".", metavar="DIR", help="folder of CTs the page offers (files are read only "
+                   "from inside it; default: the current folder)")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine "
+                   "only; any other host needs the token)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--token", help="access token (at least 16 characters); generated and printed in the URL when "
+                   "the host is not local")
+    p.add_argument("--upload-limit-mb", type=_count, default=UPLOAD_LIMIT_MB, help=f"largest upload (default "
+                   f"{UPLOAD_LIMIT_MB} MB)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
