@@ -1,4 +1,4 @@
-"""MRML glue: terminology, volume nodes and segmentation nodes (content, edit detection, labels on the CT grid).
+"""MRML glue: volume nodes and segmentation nodes (content, edit detection, labels on the CT grid).
 
 Tables and export are in mrml_tables.py, the background run in mrml_run.py. Needs only MRML (inside Slicer, or
 the `slicer-core` wheel headless); no Qt, no Slicer application. `slicer` and `vtk` are imported inside the
@@ -7,9 +7,7 @@ functions so that `import LegSegNetLib` never needs them. Nothing here adds a he
 Coordinates: SimpleITK images (the core) are in LPS, MRML nodes in RAS; IJK→RAS = diag(-1, -1, 1) · IJK→LPS.
 """
 import hashlib
-import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +15,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .tissues import SIDE_LABELS, SIDE_MODIFIERS, TERMINOLOGY_CONTEXT, TISSUES, terminology_entry, tissue_for_name
+from .tissues import SIDE_LABELS, SIDE_MODIFIERS, TISSUES, segment_name, terminology_entry, tissue_for_name
 from .volumes import ijk_to_lps, image_from_matrix
 
 log = logging.getLogger(__name__)
 
 MODULE_DIR = Path(__file__).resolve().parent.parent          # LegSegNet/ (holds LegSegNetLib and Resources)
-TERMINOLOGY_FILE = MODULE_DIR / "Resources" / "SegmentationCategoryTypeModifier-LegSegNet.term.json"
 FINGERPRINT_ATTRIBUTE = "LegSegNet.Fingerprint"   # content hash when LegSegNet last wrote the segmentation
 ENGINE_ATTRIBUTE = "LegSegNet.Engine"
 EDITED_COPY_SUFFIX = " (edited, before rerun)"
@@ -37,44 +34,6 @@ class EditedOutputError(InputError):
 def _slicer():
     import slicer      # Slicer's own module, or the slicer-core wheel
     return slicer
-
-
-# ---------------------------------------------------------------- terminology
-def terminology_document():
-    """Our terminology context (Slicer's .term.json schema), generated from the tissue table."""
-    categories = {}
-    for tissue in TISSUES:
-        category = categories.setdefault(tissue.category.value, {
-            **_code(tissue.category),   # anatomy selectable where a tissue of the category has a region
-            "showAnatomy": any(t.region.value for t in TISSUES if t.category == tissue.category), "Type": []})
-        modifiers = [{**_code(code), "recommendedDisplayRGBValue": list(tissue.color),
-                      "3dSlicerLabel": segment_name(tissue, side)} for side, code in SIDE_MODIFIERS.items()]
-        category["Type"].append({**_code(tissue.type), "recommendedDisplayRGBValue": list(tissue.color),
-                                 "3dSlicerLabel": segment_name(tissue), "Modifier": modifiers})
-    return {"SegmentationCategoryTypeContextName": TERMINOLOGY_CONTEXT,
-            "@schema": "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#",
-            "SegmentationCodes": {"Category": list(categories.values())}}
-
-
-def _code(code):
-    return {"CodingSchemeDesignator": code.scheme, "CodeValue": code.value, "CodeMeaning": code.meaning}
-
-
-def write_terminology(path=TERMINOLOGY_FILE):
-    """Regenerate the shipped .term.json from the tissue table."""
-    Path(path).write_text(json.dumps(terminology_document(), indent=2) + "\n", encoding="utf-8")
-
-
-def load_terminology(terminologies_logic, path=TERMINOLOGY_FILE):
-    """Load our context into Slicer's terminologies logic; returns the context name."""
-    name = terminologies_logic.LoadTerminologyFromFile(os.fspath(path))
-    if name != TERMINOLOGY_CONTEXT:
-        raise RuntimeError(f"{path}: loaded as '{name}', expected '{TERMINOLOGY_CONTEXT}'")
-    return name
-
-
-def segment_name(tissue, side=None):
-    return f"{tissue.short} {side}" if side else tissue.short
 
 
 # ---------------------------------------------------------------- volumes

@@ -72,3 +72,8 @@ def terminology_entry(tissue, side=None):
     modifier = SIDE_MODIFIERS[side] if side in SIDE_MODIFIERS else NO_CODE
     return "~".join([TERMINOLOGY_CONTEXT, str(tissue.category), str(tissue.type), str(modifier),
                      ANATOMIC_CONTEXT, str(tissue.region), str(NO_CODE)])
+
+
+def segment_name(tissue, side=None):
+    """A segment's name: the tissue's short name, with the leg when segments are split by side."""
+    return f"{tissue.short} {side}" if side else tissue.short

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from LegSegNetLib import mrml, mrml_run, mrml_tables
+from LegSegNetLib import mrml, mrml_run, mrml_tables, terminology
 from LegSegNetLib.engines import make_engine
 from LegSegNetLib.errors import Cancelled, InputError
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.statistics import METRICS, STAT_COLUMNS
-from LegSegNetLib.tissues import BY_SHORT, LEGS, SIDE_LABELS, TISSUES, terminology_entry
+from LegSegNetLib.tissues import BY_SHORT, LEGS, SIDE_LABELS, TERMINOLOGY_CONTEXT, TISSUES, segment_name, terminology_entry
 from LegSegNetLib.volumes import AxialView
 
 import slicer   # the slicer-core wheel (test extra): real MRML without a Slicer application
@@ -87,7 +87,7 @@ def test_four_segments_with_names_colours_terminology(result):
 
 def test_terminology_entries_resolve_in_slicers_terminology_logic(result):
     logic = slicer.vtkSlicerTerminologiesModuleLogic()
-    context = mrml.load_terminology(logic)
+    context = terminology.load_terminology(logic)
     names = vtk.vtkStringArray()
     logic.GetLoadedTerminologyNames(names)
     assert context in [names.GetValue(i) for i in range(names.GetNumberOfValues())]
@@ -99,8 +99,8 @@ def test_terminology_entries_resolve_in_slicers_terminology_logic(result):
         assert entry.GetCategoryObject().GetCodeValue() == tissue.category.value
         for side in (None, "left", "right"):      # as listed in the loaded context, with the colour
             found = slicer.vtkSlicerTerminologyEntry()
-            assert logic.FindTypeInTerminologyBy3dSlicerLabel(mrml.TERMINOLOGY_CONTEXT,
-                                                              mrml.segment_name(tissue, side), found)
+            assert logic.FindTypeInTerminologyBy3dSlicerLabel(TERMINOLOGY_CONTEXT,
+                                                              segment_name(tissue, side), found)
             assert found.GetTypeObject().GetCodeValue() == tissue.type.value
             assert found.GetCategoryObject().GetCodeValue() == tissue.category.value
             assert (found.GetTypeModifierObject().GetCodeValue() or "") == (
@@ -110,9 +110,9 @@ def test_terminology_entries_resolve_in_slicers_terminology_logic(result):
 
 
 def test_shipped_terminology_file_agrees_with_tissue_table():
-    shipped = json.loads(mrml.TERMINOLOGY_FILE.read_text(encoding="utf-8"))
-    assert shipped == json.loads(json.dumps(mrml.terminology_document())), \
-        "regenerate: python -c 'from LegSegNetLib import mrml; mrml.write_terminology()'"
+    shipped = json.loads(terminology.TERMINOLOGY_FILE.read_text(encoding="utf-8"))
+    assert shipped == json.loads(json.dumps(terminology.terminology_document())), \
+        "regenerate: python -c 'from LegSegNetLib import terminology; terminology.write_terminology()'"
 
 
 def test_voxels_equal_core_labels(result):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from LegSegNetLib import mrml, mrml_run, panel, weights
+from LegSegNetLib import mrml, mrml_run, panel, terminology, weights
 from LegSegNetLib.errors import InputError
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.volumes import AxialView
@@ -113,7 +113,7 @@ def test_startup_loads_the_terminology_by_path_without_importing_the_core():
     assert "LegSegNetLib" not in top_imports
     assign = next(n for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "TERMINOLOGY_FILE")
     parts = [a.value for a in assign.value.args[1:]]
-    assert MODULE_FILE.parent.joinpath(*parts) == mrml.TERMINOLOGY_FILE
+    assert MODULE_FILE.parent.joinpath(*parts) == terminology.TERMINOLOGY_FILE
 
 
 def test_module_file_stays_thin():
