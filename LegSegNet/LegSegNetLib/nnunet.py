@@ -10,6 +10,7 @@ torch is imported lazily: the rest of the core works without it.
 """
 import itertools
 import json
+import logging
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from .classical import body_mask
 from .errors import Cancelled, InputError
 from .qc import CONFIDENCE_MIN
 from .tissues import ALIASES, TISSUES, tissue_for_name
+
+log = logging.getLogger(__name__)
 
 HU_WINDOW = (-200.0, 200.0)
 NET_SIZE = 256
@@ -383,6 +386,23 @@ def resolve_device(device):
     return device
 
 
+def cpu_has_native_bf16(cpuinfo="/proc/cpuinfo"):
+    """True/False from the CPU flags (AVX512-BF16 or AMX-BF16), None where the flags cannot be read."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+def warn_if_bf16_is_emulated(device, precision):
+    """bf16 autocast on a CPU without bf16 instructions is emulated: same arithmetic, but slower than fp32."""
+    if precision == "bf16" and device == "cpu" and cpu_has_native_bf16() is False:
+        log.warning("--precision bf16: this CPU has no AVX512-BF16/AMX instructions; bf16 is emulated and "
+                    "slower than fp32 here")
+
+
 def slices_with_body(slab, pixel_mm):
     """Which slices hold a limb (the classical engine's body test), decided on every second pixel: a presence
     test needs no full resolution and this keeps it a small fraction of the network's time."""
@@ -402,6 +422,7 @@ class NnUNetEngine:
         self.model = load_model(model_dir, fold)
         self.device = resolve_device(device)
         self.mirroring = (self.device == "cuda") if mirroring is None else bool(mirroring)
+        warn_if_bf16_is_emulated(self.device, precision)
         self.predictor = SlicePredictor(self.model, self.device, precision, self.mirroring, accumulation, tile_step)
         self.batch_slices = max(1, int(batch_slices))
         self.last_counts = {}     # slices seen / sent in the latest segment() call (not settings: kept out of report)

@@ -267,3 +267,18 @@ def test_download_of_a_repository_without_a_model_is_refused(tmp_path, monkeypat
     assert run_cli("weights", "download") == 2
     assert "holds no nnU-Net results folder" in capsys.readouterr().err
     assert not list((Path(os.environ["LEGSEGNET_CACHE"]) / "weights").glob("*"))
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(tmp_path, caplog, monkeypatch):
+    from LegSegNetLib import nnunet
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert nnunet.cpu_has_native_bf16(flags) is False
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16\n")
+    assert nnunet.cpu_has_native_bf16(flags) is True
+    assert nnunet.cpu_has_native_bf16(tmp_path / "absent") is None
+    monkeypatch.setattr(nnunet, "cpu_has_native_bf16", lambda: False)
+    make_engine("nnunet", model=TEST_MODEL, device="cpu", precision="fp32")
+    assert "emulated" not in caplog.text
+    make_engine("nnunet", model=TEST_MODEL, device="cpu", precision="bf16")
+    assert "bf16 is emulated and slower than fp32" in caplog.text
