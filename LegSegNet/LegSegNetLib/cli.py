@@ -201,16 +201,6 @@ def _count(text):
     return value
 
 
-def _non_negative(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number of 0 or more")
-    return value
-
-
 def _finite(text):
     try:
         value = float(text)
@@ -218,6 +208,13 @@ def _finite(text):
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
     if value != value or abs(value) == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a finite number")
+    return value
+
+
+def _non_negative(text):
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number of 0 or more")
     return value
 
 
