@@ -175,16 +175,19 @@ def describe_holder(holder):
 
 # ---------------------------------------------------------------- atomic folders
 @contextmanager
-def atomic_folder(outdir, overwrite=False, lock=True, tag=""):
+def atomic_folder(outdir, overwrite=False, lock=True, tag="", replaceable=None):
     """Claim outdir (check it can be written, take its lock beside it) and yield a temporary folder beside it;
     on success the temporary folder becomes outdir (replacing the old one only with overwrite), on any error or
     stop signal it vanishes and an old outdir stays as it was. lock=False when the caller holds a lock on a
-    folder above (a cohort run); tag marks the temporary names so the caller can find its own leftovers."""
+    folder above (a cohort run); tag marks the temporary names so the caller can find its own leftovers.
+    replaceable: the file names an old result may hold; an outdir holding anything else (the input, the user's
+    own files) is never replaced, even with overwrite."""
     outdir = check_location(outdir)
     claim = FolderLock(outdir.with_name(f".{outdir.name}.lock"), outdir) if lock else _no_lock()
     with claim:
         if outdir.exists() and not overwrite:
             raise InputError(f"{outdir} exists; choose another folder or pass --overwrite")
+        check_replaceable(outdir, replaceable)
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.{tag}", suffix=".partial", dir=outdir.parent))
         except OSError as err:
@@ -194,7 +197,7 @@ def atomic_folder(outdir, overwrite=False, lock=True, tag=""):
             yield tmp
             try:
                 with uninterrupted():
-                    _publish(tmp, outdir, tag)
+                    _publish(tmp, outdir, tag, replaceable)
             except Interrupted as stop:     # the signal came while renaming: the result is complete and in place
                 stop.published = outdir
                 raise
@@ -215,12 +218,26 @@ def _follow_umask(folder):
     folder.chmod(0o777 & ~umask)
 
 
-def _publish(tmp, outdir, tag):
+def check_replaceable(outdir, replaceable):
+    """Refuse to replace an outdir holding entries that are not an old result's files (the input itself, a
+    DICOM series, the user's notes): replacing deletes the whole folder."""
+    if replaceable is None or not outdir.is_dir() or outdir.is_symlink():
+        return
+    foreign = sorted(entry.name for entry in outdir.iterdir()
+                     if entry.name not in replaceable or entry.is_symlink() or not entry.is_file())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise InputError(f"{outdir} holds files legsegnet did not write ({shown}); refusing to replace it, "
+                         "even with --overwrite: choose a new or empty folder")
+
+
+def _publish(tmp, outdir, tag, replaceable=None):
     if not outdir.exists():
         tmp.rename(outdir)
         return
     if not outdir.is_dir() or outdir.is_symlink():
         raise InputError(f"{outdir} is not a folder; refusing to replace it")
+    check_replaceable(outdir, replaceable)
     old = outdir.with_name(f".{outdir.name}.{tag}old-{os.getpid()}.partial")
     outdir.rename(old)
     try:

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 # What `segment` writes into a case folder (a folder holding all of them is complete: it was renamed into place).
 OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "slices.csv", "metrics.csv",
                 "qc.csv", "midthigh.csv", "report.json", "overview.png")
+# What an old result folder may hold for --overwrite to replace it (anything else is the user's: never deleted).
+REPLACEABLE = frozenset(OUTPUT_FILES + (dicom_seg.FILE_NAME,))
 # What `segment --outputs` chooses from (report.json is always written); --dicom-seg adds dicom_seg.FILE_NAME.
 OUTPUT_GROUPS = {"labels": ("labels.nii.gz",), "seg": ("segmentation.seg.nrrd",),
                  "tables": ("statistics.csv", "slices.csv", "metrics.csv", "qc.csv", "midthigh.csv"), "overview": ("overview.png",)}
@@ -106,7 +108,7 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
     a DICOM SEG (DICOM inputs only). pixel_mm: (x, y) of a PNG/JPEG slice; level_mm: measure the mid-thigh
     tables at this patient z instead of the femur's midpoint. Returns the report dict."""
     check_outputs(input_path, outputs, with_dicom_seg)
-    with atomic_folder(outdir, overwrite, lock, tag) as folder:
+    with atomic_folder(outdir, overwrite, lock, tag, replaceable=REPLACEABLE) as folder:
         timings = {}
         start = time.perf_counter()
         ct = read_ct(input_path, series_uid, pixel_mm)
@@ -139,7 +141,7 @@ def segment_case(input_path, outdir, engine="auto", slices=None, overwrite=False
 
 def stats_case(ct_path, segmentation_path, outdir, overwrite=False):
     """Recompute the tables (and picture) for a corrected segmentation."""
-    with atomic_folder(outdir, overwrite) as folder:
+    with atomic_folder(outdir, overwrite, replaceable=REPLACEABLE) as folder:
         ct = read_ct(ct_path)
         view = AxialView.of(ct.image)
         labels = view.to_canonical(read_segmentation(segmentation_path, ct.image))

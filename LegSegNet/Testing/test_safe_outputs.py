@@ -384,3 +384,29 @@ def test_a_signal_during_the_final_rename_keeps_the_complete_result_and_says_so(
     assert capsys.readouterr().err.split("\n") == [f"legsegnet: interrupted after {out} was complete (it is kept)", ""]
     assert sorted(p.name for p in out.iterdir()) == sorted(pipeline.OUTPUT_FILES)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("kind", ["input file", "DICOM series", "user's notes"])
+def test_overwrite_never_replaces_a_folder_holding_files_legsegnet_did_not_write(tmp_path, phantom, capsys, kind):
+    """--overwrite replaces the whole folder: with OUTDIR = the input's own folder it deleted the input."""
+    from conftest import write_dicom_series
+    folder = tmp_path / "work"
+    if kind == "DICOM series":
+        ct = write_dicom_series(phantom.ct[:, :, :4], folder)
+    else:
+        folder.mkdir()
+        ct = tmp_path / "ct.nii.gz"
+        sitk.WriteImage(phantom.ct[:, :, :4], str(folder / "ct.nii.gz" if kind == "input file" else ct))
+        ct = folder / "ct.nii.gz" if kind == "input file" else ct
+        if kind == "user's notes":
+            (folder / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in folder.iterdir())
+    capsys.readouterr()
+    assert run_cli("segment", ct, "-o", folder, "--engine", "threshold", "--overwrite") == 2
+    assert "did not write" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not list(tmp_path.glob(".*partial")) and not list(tmp_path.glob(".*.lock"))
+    # an old result alone is still replaced
+    result = tmp_path / "result"
+    assert run_cli("segment", ct, "-o", result, "--engine", "threshold") == 0
+    assert run_cli("segment", ct, "-o", result, "--engine", "threshold", "--overwrite") == 0
