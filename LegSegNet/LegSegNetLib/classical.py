@@ -13,7 +13,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
   bone         cortex (> 200 HU) with its enclosed marrow filled in
   compartment  the region inside the deep fascia: per limb, the convex hull of the muscle groups (muscle
                opened to drop skin and strands in the fat) and bone, as radius vs angle, median over
-               neighbouring slices (see compartment.py)
+               neighbouring slices; on the table side at most the SAT depth of its sides below the flat skin
+               (see compartment.py)
   labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM
 """
 import numpy as np
@@ -94,12 +95,13 @@ def classify_slab(hu, px, out):
         return None, [[] for _ in range(hu.shape[0])]
     smooth = ndimage.gaussian_filter(np.asarray(hu[tissue], np.float32), (0, 0.5, 0.5))   # tames noise for the
     dense = smooth > BODY_HU                                            # windows; statistics use raw HU
-    body = body_mask(smooth, px, dense & ~table_mask(dense, px))
+    table = table_mask(dense, px)
+    body = body_mask(smooth, px, dense & ~table)
     inner = _bbox(body, margin=BOX_MARGIN)
     if inner is None:
         return None, [[] for _ in range(hu.shape[0])]
     box = _compose(tissue, inner)
-    smooth, body = smooth[inner], body[inner]
+    smooth, body, table = smooth[inner], body[inner], table[inner]
     bone = bone_mask(smooth, body, px)
     soft = body & ~bone
     fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
@@ -109,7 +111,8 @@ def classify_slab(hu, px, out):
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
     out[box] = classes | (np.minimum(limbs, 31).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
-    envelopes = hulls(core, limbs, counts)
+    on_table = body & ndimage.binary_dilation(table, disk(2))          # skin resting on the table
+    envelopes = hulls(core, limbs, counts, on_table)
     return box, [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
 
 

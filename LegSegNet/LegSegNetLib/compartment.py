@@ -7,7 +7,10 @@ outliers (a vessel, a strand at the fascia), and the convex hull of those points
 hull bridges a gap in the muscle, the radius is interpolated linearly in angle between the gap's edges when
 that lies further out (an arc, as a round limb's fascia runs, rather than a chord). The envelope does not
 depend on the inside being muscle: deep fat pads, fatty muscle and fat between muscle groups that reaches
-the surface all stay inside it, where a closing of the muscle mask would open up.
+the surface all stay inside it, where a closing of the muscle mask would open up. Where the limb rests on
+the table (its skin flat against the band), the hull and its arcs would bulge past the flat fascia into the
+SAT: there the envelope is at most the skin minus the SAT thickness interpolated from the sectors where the
+muscle is the envelope (the fascia follows the flat skin at its sides' depth).
 
 Along z, a limb's envelope is the per-angle median of the envelopes of the same limb (nearest centre) in
 the slices within ±Z_MEDIAN_MM, each measured from this slice's centre, so it changes smoothly between slices.
@@ -24,6 +27,8 @@ MATCH_MM = 30.0               # the same limb's centre moves less than this betw
 MIN_LEG_SEPARATION_MM = 50
 EDGE_DEPTH = 2                # pixels: where a wedge's outermost pixel lies (wedges narrower than a pixel)
 MAX_VALLEY = 0.6              # valley of the column profile relative to the smaller peak: two touching legs
+SKIN_MARGIN = 1.0
+CONTACT_SECTORS = 21
 
 
 def touching_split(body, px):
@@ -72,7 +77,7 @@ def limb_components(body, core, px):
     return local, counts
 
 
-def hulls(points, limbs, counts):
+def hulls(points, limbs, counts, on_table=None):
     """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope.
     Centres come from row and column counts; the outermost pixel per sector is sought among each limb's
     pixels near its edge only: a pixel deeper inside has one further out in the same 1° wedge."""
@@ -85,17 +90,32 @@ def hulls(points, limbs, counts):
         size[:, limb] = rows.sum(axis=1)
         cy[:, limb] = rows @ np.arange(rows.shape[1]) / np.maximum(size[:, limb], 1)
         cx[:, limb] = columns @ np.arange(columns.shape[1]) / np.maximum(size[:, limb], 1)
-    z, y, x = np.nonzero(edge_pixels(held))
+    radius = ndimage.median_filter(_outermost(held, cy, cx, n), size=(1, OUTLIER_SECTORS), mode="wrap")
+    radius = radius.reshape(points.shape[0], n, SECTORS)
+    skin = ndimage.maximum_filter1d(_outermost(limbs, cy, cx, n, 1), 3, axis=1, mode="wrap")   # no empty sectors
+    skin = skin.reshape(points.shape[0], n, SECTORS)
+    contact = np.zeros(skin.shape, bool)
+    if on_table is not None and on_table.any():
+        touching = ndimage.maximum_filter1d(_outermost(np.where(on_table, limbs, np.uint16(0)), cy, cx, n, 1),
+                                            3, axis=1, mode="wrap").reshape(skin.shape)
+        contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=2,
+                                           mode="wrap")
+    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
+    return [[_hull(cy[zi, limb], cx[zi, limb], radius[zi, limb], skin[zi, limb], contact[zi, limb], angle)
+             if size[zi, limb] >= 3 else None
+             for limb in range(1, counts[zi] + 1)] for zi in range(points.shape[0])]
+
+
+def _outermost(held, cy, cx, n, depth=EDGE_DEPTH):
+    """Per slice and limb (rows z * n + limb), the largest distance from the limb's centre of its pixels in
+    held, per 1° sector (0 where none)."""
+    z, y, x = np.nonzero(edge_pixels(held, depth))
     key = z * n + held[z, y, x]
     dy, dx = y - cy.ravel()[key], x - cx.ravel()[key]
     sector = ((np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi))).astype(np.int64) % SECTORS
-    radius = np.zeros(size.size * SECTORS, np.float32)
+    radius = np.zeros(cy.size * SECTORS, np.float32)
     np.maximum.at(radius, key * SECTORS + sector, np.hypot(dy, dx).astype(np.float32))
-    radius = ndimage.median_filter(radius.reshape(size.size, SECTORS), size=(1, OUTLIER_SECTORS), mode="wrap")
-    radius = radius.reshape(points.shape[0], n, SECTORS)
-    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
-    return [[_hull(cy[zi, limb], cx[zi, limb], radius[zi, limb], angle) if size[zi, limb] >= 3 else None
-             for limb in range(1, counts[zi] + 1)] for zi in range(points.shape[0])]
+    return radius.reshape(cy.size, SECTORS)
 
 
 def edge_pixels(held, depth=EDGE_DEPTH):
@@ -109,7 +129,7 @@ def edge_pixels(held, depth=EDGE_DEPTH):
     return (held > 0) & ~inner
 
 
-def _hull(cy, cx, radius, angle):
+def _hull(cy, cx, radius, skin, contact, angle):
     """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost radius per sector."""
     present = radius > 0
     pts = np.column_stack([cy + radius[present] * np.sin(angle[present]),
@@ -123,6 +143,10 @@ def _hull(cy, cx, radius, angle):
     if kept.sum() >= 3:
         arc = np.interp(angle, angle[kept], radius[kept], period=2 * np.pi)
         hull_radius = np.maximum(hull_radius, arc)
+        if contact.any():       # on the table the skin is flat: the fascia keeps the SAT depth of its sides
+            sat = np.interp(angle, angle[kept], skin[kept] - radius[kept], period=2 * np.pi)
+            flat = np.maximum(skin - sat + SKIN_MARGIN, radius)
+            hull_radius = np.where(contact, np.clip(hull_radius, radius, flat), hull_radius)
     return np.array([cy, cx]), np.column_stack([cy + hull_radius * np.sin(angle), cx + hull_radius * np.cos(angle)])
 
 

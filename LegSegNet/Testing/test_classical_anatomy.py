@@ -17,8 +17,8 @@ HARD = [dict(seed=s, vary=True, anatomy=True, table_contact=s % 2 == 0, touching
 FEATURE_RIGHT = 0.80        # issue 15 asks 0.90: 0.83-0.99 here; SAT takes most of the rest (below)
 MAX_FEATURE_SAT = 0.15      # where a feature reaches the fascia beside the bone or through a muscle gap, the
                             # envelope (hull of muscle and bone, arcs across gaps) cuts off its outer rim
-MIN_IMAT_DICE = 0.85        # issue 15 asks 0.90: met on 3 of these 4 draws; seed 12's legs lie flattened on the
-                            # table, where the convex hull and its arcs bulge past the flat fascia into SAT
+MIN_IMAT_DICE = 0.90        # issue 15's bar: 0.910-0.952 on these draws (on the table the fascia keeps the SAT
+                            # depth of its sides, not the hull's bulge)
 MAX_SAT_JUMP = 0.25          # SAT area against the mean of its two neighbouring slices (issue 15)
 
 
