@@ -25,8 +25,8 @@ TESTS = {
     "sides": [T + "test_sides.py", T + "test_statistics.py"],
     "classical": [T + "test_definitions.py", T + "test_classical.py"],
     "pipeline": [T + "test_cli.py", T + "test_statistics.py", T + "test_process_outputs.py"],
-    "volumes": [T + "test_io.py", T + "test_input_files.py", T + "test_sides.py", T + "test_statistics.py",
-                T + "test_batch_features.py"],
+    "volumes": [T + "test_io.py", T + "test_input_files.py", T + "test_cli.py", T + "test_sides.py",
+                T + "test_statistics.py", T + "test_batch_features.py"],
     "nnunet": [T + "test_nnunet_parity.py", T + "test_nnunet_engine.py"],
     "outputs": [T + "test_safe_outputs.py", T + "test_cli.py"],
 }

@@ -121,14 +121,15 @@ def test_slice_areas_by_hand(hand_stats):
         assert second[f"{column}_cm2"] == pytest.approx(b * 0.004, abs=1e-15), column
 
 
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])    # integer HU are counted by histogram
 @pytest.mark.parametrize("hu,nama,lama", [
     (29, 0, 1), (30, 1, 0),          # NAMA lower edge = LAMA upper edge + 1
     (150, 1, 0), (151, 0, 0),        # NAMA upper edge
     (-29, 0, 1), (-30, 0, 0),        # LAMA lower edge
 ])
-def test_nama_lama_edges(hu, nama, lama):
+def test_nama_lama_edges(hu, nama, lama, dtype):
     """One SM voxel of the given HU among SAT voxels of −100 HU, voxel 1 mm³."""
-    values = np.full((1, 2, 2), -100, np.int16)
+    values = np.full((1, 2, 2), -100, dtype)
     values[0, 0, 0] = hu
     labels = np.full((1, 2, 2), SAT, np.uint8)
     labels[0, 0, 0] = SM
