@@ -186,7 +186,8 @@ def _text_header(f, path, end_of_header):
     raise _corrupt(path, f"no end of the text header within {MAX_HEADER_BYTES} bytes")
 
 
-def nrrd_layout(path):
+def nrrd_fields(path):
+    """(fields by lower-case name without spaces, offset of the data) of a NRRD header."""
     with open(path, "rb") as f:
         lines, offset = _text_header(f, path, lambda line: line == "")
     fields = {}
@@ -194,6 +195,11 @@ def nrrd_layout(path):
         if not line.startswith("#") and ": " in line:
             key, value = line.split(": ", 1)
             fields[key.strip().lower().replace(" ", "")] = value.strip()
+    return fields, offset
+
+
+def nrrd_layout(path):
+    fields, offset = nrrd_fields(path)
     try:
         dtype = np.dtype(NRRD_TYPE[fields["type"].lower()])
         sizes = [int(s) for s in fields["sizes"].split()]
@@ -222,10 +228,15 @@ META_TYPES = {"MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHOR
               "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
 
 
-def meta_layout(path):
+def meta_fields(path):
+    """(fields by name, offset of the data) of a MetaImage header."""
     with open(path, "rb") as f:
         lines, offset = _text_header(f, path, lambda line: line.split("=")[0].strip() == "ElementDataFile")
-    fields = {line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip() for line in lines if "=" in line}
+    return {line.split("=", 1)[0].strip(): line.split("=", 1)[1].strip() for line in lines if "=" in line}, offset
+
+
+def meta_layout(path):
+    fields, offset = meta_fields(path)
     true = ("true", "1")
     try:
         sizes = [int(s) for s in fields["DimSize"].split()]

@@ -11,8 +11,9 @@ from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
 from .limits import check_size
 from .slice_images import as_one_slice_volume, is_windowed_slice, read_windowed_slice
-from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of, nifti_sform_deviation,
-                          refuse_unreadable, require_regular_file, sniff, stored_files)
+from .header_geometry import check_read_geometry, expected_geometry
+from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of, meta_fields, nifti_sform_deviation,
+                          nrrd_fields, refuse_unreadable, require_regular_file, sniff, stored_files)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -500          # every CT of a limb holds air below this; MR and raw detector values do not
@@ -104,17 +105,23 @@ def read_image_file(path, notes=None, pixel_mm=None):
         raise InputError(f"{path}: the NIfTI sform is sheared or its scales differ from pixdim "
                          f"(max |DᵀD − I| = {deviation:.3g}, tolerance {ORTHONORMAL_TOLERANCE:g})")
     layout = layout_of(path, content)
+    fields = {"NRRD": nrrd_fields, "MetaImage": meta_fields}.get(content.kind, lambda _: (None, 0))(path)[0]
+    expected = expected_geometry(path, content.kind, content.gzipped, fields)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     reader.SetImageIO(IMAGE_IO[content.kind])
     reader.ReadImageInformation()
     check_header(reader, path)
     if layout.encoding == "gzip" and reader.GetDimension() == 3:
-        return _read_gzip_checked(reader, path, layout), layout_files(path, layout), ()
+        image = _read_gzip_checked(reader, path, layout)
+        check_read_geometry(path, image, expected)
+        return image, layout_files(path, layout), ()
     files = check_stored_data(path, layout)
     if reader.GetDimension() == 2:
         return as_one_slice_volume(reader.Execute(), notes), files, ("slice_thickness",)
-    return reader.Execute(), files, ()
+    image = reader.Execute()
+    check_read_geometry(path, image, expected)
+    return image, files, ()
 
 
 def _read_gzip_checked(reader, path, layout):

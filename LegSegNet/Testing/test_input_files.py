@@ -257,3 +257,80 @@ GEOMETRY = {   # name: (build(tmp_path, ct) -> path, message)
 def test_implausible_geometry_is_refused(tmp_path, capsys, ct, name):
     build, message = GEOMETRY[name]
     assert_refused(tmp_path, capsys, build(tmp_path, ct), message)
+
+
+# ---------------------------------------------------------------- headers ITK reads otherwise than their format
+def _nifti_patched(tmp_path, ct, *patches, array_of=None):
+    """A plain NIfTI (qform and sform, as ITK writes it) with (offset, struct format, value) patches applied."""
+    image = ct if array_of is None else sitk.GetImageFromArray(array_of(array(ct)))
+    if array_of is not None:
+        image.CopyInformation(ct)
+    path = write(image, tmp_path / "ct.nii")
+    data = bytearray(path.read_bytes())
+    for offset, fmt, value in patches:
+        struct.pack_into("<" + fmt, data, offset, value)
+    path.write_bytes(bytes(data))
+    return path
+
+
+SLOPE, INTER, PIXDIM_X, PIXDIM_Z, QFORM_CODE, SFORM_CODE, QOFFSET_Z = 112, 116, 80, 88, 252, 254, 276
+HEADERS = {   # name: (build(tmp_path, ct) -> path, message)
+    "nifti slope 0 with an intercept": (lambda d, ct: _nifti_patched(d, ct, (SLOPE, "f", 0.0), (INTER, "f", -1024.0)),
+                                        r"scl_slope 0 with scl_inter -1024: .*ambiguous"),
+    "nifti slope NaN with an intercept": (lambda d, ct: _nifti_patched(d, ct, (SLOPE, "f", np.nan), (INTER, "f", -1024.0)),
+                                          r"scl_slope nan with scl_inter -1024"),
+    "nifti intercept NaN": (lambda d, ct: _nifti_patched(d, ct, (SLOPE, "f", 1.0), (INTER, "f", np.nan)),
+                            r"scl_inter nan cannot scale"),
+    "nifti negative pixdim with sform": (lambda d, ct: _nifti_patched(d, ct, (PIXDIM_X, "f", -1.5)),
+                                         r"pixdim \[-1\.5, 1\.5, 5\.0\] must be positive"),
+    "nifti zero pixdim, qform only": (lambda d, ct: _nifti_patched(d, ct, (SFORM_CODE, "h", 0), (PIXDIM_Z, "f", 0.0)),
+                                      r"pixdim \[1\.5, 1\.5, 0\.0\] must be positive"),
+    "nifti without qform and sform": (lambda d, ct: _nifti_patched(d, ct, (QFORM_CODE, "h", 0), (SFORM_CODE, "h", 0)),
+                                      r"neither qform nor sform.*which side is left"),
+    "nifti qform and sform disagree": (lambda d, ct: _nifti_patched(d, ct, (QOFFSET_Z, "f", 40.0)),
+                                       r"qform and sform disagree"),
+    "nrrd without space": (lambda d, ct: _edit_header(write(ct, d / "ct.nrrd"), b"space: left-posterior-superior\n", b""),
+                           r"no 'space' field: not a patient frame"),
+    "nrrd scanner-xyz space": (lambda d, ct: _edit_header(write(ct, d / "ct.nrrd"), b"left-posterior-superior",
+                                                          b"scanner-xyz"), r"space 'scanner-xyz': not a patient frame"),
+    "nrrd axis without direction": (lambda d, ct: _edit_header(write(ct, d / "ct.nrrd"), b"(-1.5,0,0) (0,-1.5,0)",
+                                                               b"none (0,-1.5,0)"), r"'space directions' must give"),
+    "nrrd in cm": (lambda d, ct: _edit_header(write(ct, d / "ct.nrrd"), b"encoding:", b'space units: "cm" "cm" "cm"\nencoding:'),
+                   r"space units \['cm', 'cm', 'cm'\]; only mm"),
+    "mha without spacing": (lambda d, ct: _edit_header(write(ct, d / "ct.mha"), b"ElementSpacing = 1.5 1.5 5\n", b""),
+                            r"states no voxel size"),
+    "mha NaN offset": (lambda d, ct: _edit_header(write(ct, d / "ct.mha"), b"Offset = 47.25", b"Offset = nan"),
+                       r"TransformMatrix or Offset is not"),
+}
+
+
+@pytest.mark.parametrize("name", list(HEADERS))
+def test_headers_read_otherwise_than_their_format_are_refused(tmp_path, capsys, ct, name):
+    """ITK silently added the intercept of scl_slope 0, swapped a sform for the qform (left and right swapped),
+    read no spacing as 1 mm, 'cm' as mm and a NaN origin as 0: every one gave exit 0 with wrong numbers."""
+    build, message = HEADERS[name]
+    assert_refused(tmp_path, capsys, build(tmp_path, ct), message)
+
+
+SCALED = {   # name: build(tmp_path, ct) -> a file whose header defines exactly ct's HU and grid
+    "nifti uint16 with scl_inter -1024": lambda d, ct: _nifti_patched(
+        d, ct, (SLOPE, "f", 1.0), (INTER, "f", -1024.0), array_of=lambda hu: (hu.astype(np.int32) + 1024).astype(np.uint16)),
+    "nifti int16 with scl_slope 0.5": lambda d, ct: _nifti_patched(
+        d, ct, (SLOPE, "f", 0.5), (INTER, "f", 0.0), array_of=lambda hu: (hu * 2).astype(np.int16)),
+    "nifti qform only": lambda d, ct: _nifti_patched(d, ct, (SFORM_CODE, "h", 0)),
+    "nifti sform only": lambda d, ct: _nifti_patched(d, ct, (QFORM_CODE, "h", 0)),
+    "nrrd in RAS space": lambda d, ct: _edit_header(_edit_header(write(ct, d / "ct.nrrd"), b"left-posterior-superior",
+                                                                 b"right-anterior-superior"),
+                                                    b"(-1.5,0,0) (0,-1.5,0) (0,0,5)", b"(1.5,0,0) (0,1.5,0) (0,0,5)"),
+}
+
+
+@pytest.mark.parametrize("name", list(SCALED))
+def test_scaled_and_alternative_headers_read_exact_hu_and_grid(tmp_path, ct, name):
+    path = SCALED[name](tmp_path, ct)
+    if name == "nrrd in RAS space":
+        _edit_header(path, b"(47.25,35.25,-12.5)", b"(-47.25,-35.25,-12.5)")
+    volume = volumes.read_ct(path)
+    assert np.array_equal(volume.array, array(ct))
+    for key, value in volume.geometry().items():
+        np.testing.assert_allclose(value, volumes.CtVolume(ct, "").geometry()[key], atol=1e-4)
