@@ -44,6 +44,8 @@ class Slice:
     position: np.ndarray     # ImagePositionPatient (mm) or None
     pixel_spacing: tuple     # (between columns, between rows) in mm, i.e. x then y; or None
     thickness: float         # SliceThickness (mm) or None
+    photometric: str = ""    # PhotometricInterpretation
+    slope: float = None      # RescaleSlope
 
     @property
     def normal(self):
@@ -102,7 +104,8 @@ def _read_header(path):
     return Slice(path, tag("0020|000e"), tag("0008|0008"), tag("0008|0060"), size,
                  _unit_rows(_numbers(tag("0020|0037"))), _finite(_numbers(tag("0020|0032")), 3),
                  None if spacing is None else (spacing[1], spacing[0]),   # DICOM: between rows, then columns
-                 None if thickness is None else float(thickness[0]))
+                 None if thickness is None else float(thickness[0]), tag("0028|0004").upper(),
+                 None if (slope := _finite(_numbers(tag("0028|1053")), 1)) is None else float(slope[0]))
 
 
 def _looks_like_dicom(path):
@@ -330,6 +333,16 @@ def _refuse_continuations(path, stack, spacing, others):
 
 
 # ---------------------------------------------------------------- reading
+def _refuse_pixel_meaning(stack):
+    """GDCM inverts MONOCHROME1 values (HU with the sign flipped) and reads a RescaleSlope of 0 as 1."""
+    for s in stack:
+        if s.photometric not in ("", "MONOCHROME2"):
+            raise InputError(f"{s.file}: PhotometricInterpretation {_printable(s.photometric)}; CT in HU is "
+                             "MONOCHROME2 (MONOCHROME1 values would be read inverted)")
+        if s.slope == 0:
+            raise InputError(f"{s.file}: RescaleSlope 0 cannot give HU")
+
+
 def _read_pixels(stack):
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([s.file for s in stack])
@@ -387,6 +400,7 @@ def read_dicom_folder(path, notes, series_uid=None):
     modality = stack[0].modality
     if modality and modality != "CT":
         raise InputError(f"{path}: DICOM modality is {modality}, not CT")
+    _refuse_pixel_meaning(stack)
     stack, spacing = _ordered_stack(path, stack, notes)
     _refuse_continuations(path, stack, spacing, series)
     check_size(path, (stack[0].size[0], stack[0].size[1], len(stack)), DICOM_BYTES_PER_VOXEL)

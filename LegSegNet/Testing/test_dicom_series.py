@@ -216,3 +216,38 @@ def test_series_too_large_for_memory_is_refused_before_any_pixel_is_read(tmp_pat
     monkeypatch.setattr(limits, "MAX_VOXELS", ct.GetWidth() * ct.GetHeight())   # one slice's worth
     code, err, _report = segment(folder, tmp_path, capsys)
     assert code == 2 and f"voxels, more than the limit of {ct.GetWidth() * ct.GetHeight()}" in err, err
+
+
+def _rewrite(folder, change):
+    import pydicom
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        change(ds)
+        ds.save_as(path)
+    return folder
+
+
+def _unsigned_with_intercept(ds):
+    ds.PixelData = (ds.pixel_array.astype(np.int32) + 1024).astype(np.uint16).tobytes()
+    ds.PixelRepresentation, ds.RescaleIntercept, ds.RescaleSlope = 0, -1024, 1
+
+
+def _half_slope(ds):
+    ds.PixelData = (ds.pixel_array.astype(np.int16) * 2).astype(np.int16).tobytes()
+    ds.RescaleSlope, ds.RescaleIntercept = 0.5, 0
+
+
+@pytest.mark.parametrize("change", [_unsigned_with_intercept, _half_slope])
+def test_rescaled_pixels_give_the_exact_hu(tmp_path, ct, change):
+    """uint16 0..4095 with RescaleIntercept -1024 (the usual export) and RescaleSlope 0.5 read as the same HU."""
+    folder = _rewrite(write_dicom_series(ct[:, :, :3], tmp_path / "dicom"), change)
+    from LegSegNetLib.volumes import read_ct
+    assert np.array_equal(read_ct(folder).array, sitk.GetArrayFromImage(ct[:, :, :3]))
+
+
+@pytest.mark.parametrize("tag, value, words", [("PhotometricInterpretation", "MONOCHROME1", ["MONOCHROME1"]),
+                                               ("RescaleSlope", 0, ["RescaleSlope 0"])])
+def test_pixel_values_readers_misread_are_refused(tmp_path, capsys, ct, tag, value, words):
+    """GDCM inverted MONOCHROME1 (every HU with its sign flipped) and read RescaleSlope 0 as 1: exit 0 before."""
+    folder = _rewrite(write_dicom_series(ct[:, :, :3], tmp_path / "dicom"), lambda ds: setattr(ds, tag, value))
+    refused(folder, tmp_path, capsys, *words)
