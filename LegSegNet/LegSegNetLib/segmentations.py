@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .tissues import TISSUES, terminology_entry, tissue_for_name
-from .volumes import image_from_matrix, labels_image
+from .volumes import ijk_to_lps, image_from_matrix, labels_image
 
 
 # zlib level of the .seg.nrrd: 6 gives the size and about the time of labels.nii.gz; 9 (slicerio's) took 3.6x
@@ -61,6 +61,7 @@ def read_segmentation(path, reference):
         raise InputError(f"{path}: label values {sorted(set(values.tolist()) - known)} are not tissue labels 1..4")
     if not _same_grid(image, reference):
         _check_overlap(image, reference, path)
+        _check_inside(image, reference, path)
         image = sitk.Resample(sitk.Cast(image, sitk.sitkUInt8), reference, sitk.Transform(),
                               sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return sitk.GetArrayFromImage(image).astype(np.uint8)
@@ -166,6 +167,22 @@ def _same_grid(a, b, tol=1e-4):
             and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
             and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
             and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+
+
+def _check_inside(image, reference, path):
+    """Refuse labelled voxels whose centres lie outside the CT: resampling onto its grid would drop them and
+    the tissue volumes would silently shrink."""
+    matrix = np.linalg.inv(ijk_to_lps(reference)) @ ijk_to_lps(image)      # segmentation index → CT index
+    limit = np.array(reference.GetSize()) - 0.5
+    voxels = sitk.GetArrayViewFromImage(image)
+    outside = 0
+    for k in range(voxels.shape[0]):                  # slice by slice: memory bounded by one slice
+        j, i = np.nonzero(voxels[k])
+        index = np.column_stack([i, j, np.full_like(i, k)]) @ matrix[:3, :3].T + matrix[:3, 3]
+        outside += int(np.count_nonzero(((index < -0.5) | (index > limit)).any(axis=1)))
+    if outside:
+        raise InputError(f"{path}: {outside} labelled voxels lie outside the CT volume (the segmentation belongs to "
+                         "another grid or scan); their tissue would be lost")
 
 
 def _check_overlap(image, reference, path):

@@ -410,3 +410,23 @@ def test_overwrite_never_replaces_a_folder_holding_files_legsegnet_did_not_write
     result = tmp_path / "result"
     assert run_cli("segment", ct, "-o", result, "--engine", "threshold") == 0
     assert run_cli("segment", ct, "-o", result, "--engine", "threshold", "--overwrite") == 0
+
+
+def test_stats_label_image_on_another_grid(tmp_path, phantom, phantom_file, capsys):
+    """A label image in another orientation gives the same tables; one whose labels partly lie outside the CT was
+    resampled with those labels silently dropped (exit 0, volumes too small): refused, counting them."""
+    truth = phantom.truth
+    assert run_cli("stats", phantom_file, phantom_file.parent / "truth.nii.gz", "-o", tmp_path / "ref") == 0
+    permuted = sitk.Flip(sitk.PermuteAxes(truth, [2, 0, 1]), [True, False, False])   # same voxels, other axes
+    sitk.WriteImage(permuted, str(tmp_path / "permuted.nii.gz"))
+    assert run_cli("stats", phantom_file, tmp_path / "permuted.nii.gz", "-o", tmp_path / "permuted") == 0
+    assert (tmp_path / "permuted" / "statistics.csv").read_text() == (tmp_path / "ref" / "statistics.csv").read_text()
+    shifted = sitk.Image(truth)
+    origin = np.array(truth.GetOrigin())
+    shifted.SetOrigin((origin + np.array(truth.GetDirection()).reshape(3, 3)[:, 0] * 100.0).tolist())   # 100 mm along i
+    sitk.WriteImage(shifted, str(tmp_path / "shifted.nii.gz"))
+    lost = int(np.count_nonzero(array(truth)[:, :, -int(np.ceil(100 / truth.GetSpacing()[0] - 0.5)):]))
+    capsys.readouterr()
+    assert run_cli("stats", phantom_file, tmp_path / "shifted.nii.gz", "-o", tmp_path / "shifted") == 2
+    assert f"{lost} labelled voxels lie outside the CT volume" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "shifted").exists()
