@@ -67,23 +67,29 @@ def _require(module, message):
 
 
 def slice_bounds(text):
-    """'A:B' (either may be empty) → (start, stop); refuses other text and ranges empty for any volume, so a
+    """'A:B' (either may be empty) → (start, stop); refuses other text, negative indices and empty ranges, so a
     cohort run can check --slices before any case runs."""
     try:
         start, stop = (int(v) if v.strip() else None for v in text.split(":"))
     except ValueError:
         raise InputError(f"--slices '{text}': expected A:B with integers") from None
-    if start is not None and stop is not None and (start < 0) == (stop < 0) and stop <= start:
+    if any(v is not None and v < 0 for v in (start, stop)):
+        raise InputError(f"--slices '{text}': slices count from 0 at the inferior end; negative values are not "
+                         "allowed")
+    if start is not None and stop is not None and stop <= start:
         raise InputError(f"--slices '{text}' selects no slice")
     return start, stop
 
 
 def parse_slices(text, n_slices):
-    """'A:B' (canonical axial indices, inferior first, B exclusive; either may be empty) → slice."""
-    chosen = slice(*slice_bounds(text))
-    if len(range(*chosen.indices(n_slices))) == 0:
+    """'A:B' (canonical axial indices, inferior first, B exclusive; either may be empty) → slice; a range
+    reaching past the scan is refused rather than clipped."""
+    start, stop = slice_bounds(text)
+    if (start or 0) >= n_slices:
         raise InputError(f"--slices '{text}' selects no slice of {n_slices}")
-    return chosen
+    if stop is not None and stop > n_slices:
+        raise InputError(f"--slices '{text}': the scan has {n_slices} slices, so B is at most {n_slices}")
+    return slice(start, stop)
 
 
 def settings_digest(engine_report, slices=None, level_mm=None):

@@ -158,9 +158,10 @@ def test_output_that_is_a_file_is_refused(scans, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("slices, message", [("x:y", "expected A:B with integers"), ("5", "expected A:B"),
-                                             ("8:3", "selects no slice"), ("1:2:3", "expected A:B")])
+                                             ("8:3", "selects no slice"), ("1:2:3", "expected A:B"),
+                                             ("-2:", "negative values are not allowed")])
 def test_bad_slices_exit_2_before_any_case_runs(scans, tmp_path, capsys, slices, message):
-    assert run_cli("batch", scans, "-o", tmp_path / "out", "--slices", slices, "--engine", "threshold") == 2
+    assert run_cli("batch", scans, "-o", tmp_path / "out", f"--slices={slices}", "--engine", "threshold") == 2
     assert message in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
 

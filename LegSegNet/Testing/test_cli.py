@@ -78,8 +78,14 @@ def test_existing_output_is_kept_without_overwrite(tmp_path, phantom_file, capsy
     assert run_cli("segment", phantom_file, "-o", out) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "mine.txt").read_text() == "keep me"
-    assert run_cli("segment", phantom_file, "-o", out, "--overwrite") == 0
-    assert OUTPUTS <= {p.name for p in out.iterdir()} and not (out / "mine.txt").exists()
+    assert run_cli("segment", phantom_file, "-o", out, "--overwrite") == 2   # never deletes files it did not write
+    assert "mine.txt" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"] and (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()
+    out.rmdir()
+    assert run_cli("segment", phantom_file, "-o", out) == 0
+    assert run_cli("segment", phantom_file, "-o", out, "--overwrite") == 0      # an earlier result is replaced
+    assert OUTPUTS <= {p.name for p in out.iterdir()}
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -95,6 +101,14 @@ def test_slice_range(tmp_path, phantom_file):
     busy = np.flatnonzero(labels.any(axis=(1, 2)))      # RAS-flipped phantom: array axis 0 is inferior→superior
     assert busy.min() == 10 and busy.max() == 19
     assert run_cli("segment", phantom_file, "-o", tmp_path / "bad", "--slices", "x:y") == 2
+
+
+@pytest.mark.parametrize("slices, message", [("-2:", "negative values are not allowed"),
+                                             ("0:-1", "negative values are not allowed"),
+                                             ("10:500", "so B is at most"), ("400:", "selects no slice of")])
+def test_slices_outside_the_scan_are_refused_not_clipped(phantom_file, tmp_path, capsys, slices, message):
+    assert run_cli("segment", phantom_file, "-o", tmp_path / "out", f"--slices={slices}") == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 def test_dicom_input_end_to_end(tmp_path, phantom):
