@@ -43,7 +43,9 @@ def test_axial_slice_from_a_slice_position_counts_like_slices(direction):
 def test_range_ends_never_leave_an_empty_range():
     assert panel.with_range_end("5:9", "start", 9, 20) == "9:"         # start past the end: end dropped
     assert panel.with_range_end("5:9", "end", 2, 20) == ":3"           # end before the start: start dropped
-    assert panel.with_range_end("-4:", "end", 18, 20) == "16:19"       # the CLI's own parser reads the text
+    assert panel.with_range_end("4:", "end", 18, 20) == "4:19"         # the CLI's own parser reads the text
+    with pytest.raises(InputError, match="negative values are not allowed"):
+        panel.with_range_end("-4:", "end", 18, 20)
     with pytest.raises(InputError, match="expected A:B"):
         panel.with_range_end("a:b", "start", 1, 20)
 

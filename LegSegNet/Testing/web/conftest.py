@@ -1,19 +1,13 @@
 """Browser tests of `legsegnet serve` (Playwright driving Debian's Chromium).
 
 They need the `web-test` extra (trame-slicer pins slicer-core 5.11, so they run in a venv of their own: scripts/test
-makes `.venv-web`). In a venv without trame-slicer this folder is not collected (the main suite runs there).
+makes `.venv-web`). In a venv without trame-slicer this folder is not collected (../conftest.py).
 """
-import importlib.util
-
 import pytest
 import SimpleITK as sitk
+from webserve_helpers import chromium_path
 
 from LegSegNetLib.phantom import make_phantom
-
-if importlib.util.find_spec("trame_slicer") is None:
-    collect_ignore_glob = ["test_*.py", "webserve_helpers.py"]   # the main venv: these run in .venv-web
-else:
-    from webserve_helpers import chromium_path
 
 
 @pytest.fixture(scope="session")
