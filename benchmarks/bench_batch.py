@@ -10,7 +10,6 @@ Run:  .venv/bin/python benchmarks/bench_batch.py [--cases 8] [--shape 40 384 384
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import SimpleITK as sitk

@@ -10,7 +10,6 @@ files that cover that module with pytest -x. A failing run kills the mutant; a p
 """
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile

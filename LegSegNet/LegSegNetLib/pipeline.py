@@ -32,7 +32,8 @@ OUTPUT_FILES = ("labels.nii.gz", "segmentation.seg.nrrd", "statistics.csv", "sli
 REPLACEABLE = frozenset(OUTPUT_FILES + (dicom_seg.FILE_NAME,))
 # What `segment --outputs` chooses from (report.json is always written); --dicom-seg adds dicom_seg.FILE_NAME.
 OUTPUT_GROUPS = {"labels": ("labels.nii.gz",), "seg": ("segmentation.seg.nrrd",),
-                 "tables": ("statistics.csv", "slices.csv", "metrics.csv", "qc.csv", "midthigh.csv"), "overview": ("overview.png",)}
+                 "tables": ("statistics.csv", "slices.csv", "metrics.csv", "qc.csv", "midthigh.csv"),
+                 "overview": ("overview.png",)}
 
 
 def parse_outputs(text):

@@ -79,7 +79,8 @@ def compute_statistics(hu, labels, sides, spacing, positions_mm):
             mean = sums["sum"][tissue.label] / n if n else float("nan")
             var = (sums["sumsq"][tissue.label] - n * mean * mean) / (n - 1) if n > 1 else float("nan")
             rows.append({"tissue": tissue.short, "label": tissue.label, "leg": leg, "voxel_count": n,
-                         "volume_cm3": n * voxel_cm3, "mean_hu": mean, "std_hu": float(np.sqrt(max(var, 0.0))) if n > 1 else float("nan"),
+                         "volume_cm3": n * voxel_cm3, "mean_hu": mean,
+                         "std_hu": float(np.sqrt(max(var, 0.0))) if n > 1 else float("nan"),
                          "median_hu": medians[tissue.label, leg]})
         metrics.append({"leg": leg, **derived_metrics(sums, voxel_cm3)})
     columns = {"slice": np.arange(per_slice.shape[0]), "position_mm": np.asarray(positions_mm, float)}

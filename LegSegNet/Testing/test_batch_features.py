@@ -2,8 +2,6 @@
 folder inside the input folder is never searched, a running scheduler, PBS/SGE/LSF job scripts, the `engine`
 failure kind and the default local worker sizing."""
 import json
-import shutil
-from pathlib import Path
 
 import pandas as pd
 import pytest

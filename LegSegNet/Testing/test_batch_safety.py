@@ -2,7 +2,6 @@
 held for the run, unrelated files left alone, DICOM identifiers in any character set, bad arguments refused
 before any case runs."""
 import json
-import os
 import socket
 import subprocess
 import sys

@@ -4,7 +4,7 @@ import pytest
 
 from LegSegNetLib.classical import ClassicalEngine
 from LegSegNetLib.phantom import make_phantom
-from LegSegNetLib.tissues import BY_SHORT, TISSUES
+from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.volumes import AxialView, read_ct
 
 from conftest import REAL_CASES, array, dice, real_case

@@ -6,7 +6,6 @@ header byte was changed a mutant that is read must have the clean input's geomet
 import os
 import shutil
 import traceback
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -17,7 +17,7 @@ from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.statistics import compute_statistics
 from LegSegNetLib.tissues import LEGS, SIDE_LABELS, TISSUES
 
-from conftest import array, run_cli, write_dicom_series
+from conftest import array, run_cli
 
 
 @pytest.fixture(scope="module")
