@@ -85,7 +85,6 @@ def run_case(case, job):
         inside(outdir, job.cases_dir)
         if not job.force and is_finished(outdir, case, engine, job.slices, job.with_dicom_seg):
             return {**result, "status": "skipped", "task_s": time.perf_counter() - start}
-        check_replaceable(outdir)
         segment_case(case.input, outdir, engine=engine, slices=job.slices, overwrite=True,    # the run holds the
                      series_uid=case.series_uid, engine_reason=reason, lock=False, tag=job.tag,  # cohort's lock
                      with_dicom_seg=job.with_dicom_seg)
@@ -101,16 +100,6 @@ def run_case(case, job):
         return {**result, **failure("error", err, traceback.format_exc())}
     except Exception as err:   # noqa: BLE001 - a bug in one case must not stop the cohort
         return {**result, **failure("error", err, traceback.format_exc())}
-
-
-def check_replaceable(outdir):
-    """A case folder is replaced only when it holds nothing but the files `segment` writes."""
-    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
-        raise InputError(f"{outdir} is not a case folder; move it away to segment this case")
-    foreign = sorted(p.name for p in outdir.iterdir() if p.name not in CASE_FILES) if outdir.exists() else []
-    if foreign:
-        raise InputError(f"{outdir} holds files legsegnet did not write ({', '.join(foreign[:3])}); "
-                         "move them away to segment this case")
 
 
 def failure(kind, err, trace=None):

@@ -221,8 +221,10 @@ def _follow_umask(folder):
 def check_replaceable(outdir, replaceable):
     """Refuse to replace an outdir holding entries that are not an old result's files (the input itself, a
     DICOM series, the user's notes): replacing deletes the whole folder."""
-    if replaceable is None or not outdir.is_dir() or outdir.is_symlink():
+    if replaceable is None or not os.path.lexists(outdir):
         return
+    if outdir.is_symlink() or not outdir.is_dir():
+        raise InputError(f"{outdir} is not a folder; refusing to replace it")
     foreign = sorted(entry.name for entry in outdir.iterdir()
                      if entry.name not in replaceable or entry.is_symlink() or not entry.is_file())
     if foreign:
