@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from . import midthigh, qc
 from .errors import InputError
-from .mrml import ENGINE_ATTRIBUTE, LPS_TO_RAS, edited_since_produced, ijk_to_ras, merged_labelmap, segment_name, \
+from .mrml import ENGINE_ATTRIBUTE, LPS_TO_RAS, edited_since_produced, ijk_to_ras, merged_labelmap, \
     segmentation_to_labels, spec_of_segment, volume_to_image
-from .pipeline import canonical_statistics, quality_tables
-from .sides import split_legs
+from .pipeline import canonical_statistics, case_tables
+from .pipeline import write_tables as write_case_tables
 from .statistics import METRICS, STAT_COLUMNS, Statistics
-from .tissues import LEGS, TISSUES
+from .tissues import LEGS, TISSUES, segment_name
 from .volumes import AxialView, image_from_matrix, read_ct
 
 log = logging.getLogger(__name__)
@@ -165,15 +164,9 @@ def write_tables(ct_path, labels_path, out, sides_path=None):
     view = AxialView.of(ct.image)
     hu = view.to_canonical(ct.array)
     labels = view.to_canonical(_read_array(labels_path, ct.image))
-    sides = (view.to_canonical(_read_array(sides_path, ct.image)) if sides_path
-             else split_legs(labels > 0, view, ct.image))
-    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown)
-    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stats.write(out)
-    qc.write_qc(out / "qc.csv", qc_rows)
-    midthigh.write_midthigh(out / "midthigh.csv", level_rows)
+    sides = view.to_canonical(_read_array(sides_path, ct.image)) if sides_path else None
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_case_tables(out, *case_tables(ct, view, hu, labels, sides))
 
 
 def _read_array(path, reference):

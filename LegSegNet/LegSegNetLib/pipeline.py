@@ -190,14 +190,30 @@ def quality_tables(ct, view, hu, labels, sides, uncertain=None, level_mm=None, c
     return qc_rows, level_rows
 
 
+def case_tables(ct, view, hu, labels, sides=None, uncertain=None, level_mm=None):
+    """(statistics, qc rows, mid-thigh rows) of canonical labels on the CtVolume ct; the legs are split from the
+    labels unless a canonical side map is given. Statistics count the pixels once; QC and the level reuse them."""
+    if sides is None:
+        sides = split_legs(labels > 0, view, ct.image)
+    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown)
+    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides, uncertain, level_mm, stats.counts)
+    return stats, qc_rows, level_rows
+
+
+def write_tables(folder, stats, qc_rows, level_rows):
+    """statistics.csv, slices.csv, metrics.csv, qc.csv and midthigh.csv into folder."""
+    folder = Path(folder)
+    stats.write(folder)
+    qc.write_qc(folder / "qc.csv", qc_rows)
+    midthigh.write_midthigh(folder / "midthigh.csv", level_rows)
+
+
 def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(OUTPUT_GROUPS),
                   with_dicom_seg=False, uncertain=None, level_mm=None):
     """The chosen outputs (OUTPUT_GROUPS names) and report.json into folder (atomic_folder's temporary one);
     uncertain: the network's per-slice share of uncertain pixels; level_mm: a given mid-thigh level."""
     t = time.perf_counter()
-    sides = split_legs(labels > 0, view, ct.image)
-    stats = canonical_statistics(ct.image, view, hu, labels, sides, ct.unknown)   # its counts feed QC too
-    qc_rows, level_rows = quality_tables(ct, view, hu, labels, sides, uncertain, level_mm, stats.counts)
+    stats, qc_rows, level_rows = case_tables(ct, view, hu, labels, uncertain=uncertain, level_mm=level_mm)
     timings["statistics_s"] = time.perf_counter() - t
     report["qc"] = qc.summary(qc_rows, uncertain)
     report["midthigh"] = midthigh.summary(level_rows)
@@ -217,8 +233,7 @@ def write_results(ct, view, hu, labels, folder, report, timings, outputs=tuple(O
         _timed(steps, dicom_seg.FILE_NAME, lambda: dicom_seg.write_dicom_seg(
             native, ct.image, ct.files, folder / dicom_seg.FILE_NAME, report["engine"]["engine"]))
     if "tables" in outputs:
-        _timed(steps, "tables", lambda: (stats.write(folder), qc.write_qc(folder / "qc.csv", qc_rows),
-                                         midthigh.write_midthigh(folder / "midthigh.csv", level_rows)))
+        _timed(steps, "tables", lambda: write_tables(folder, stats, qc_rows, level_rows))
     if "overview" in outputs:
         _timed(steps, "overview.png", lambda: write_overview(folder / "overview.png", hu, labels, view.spacing,
                                                              title=_case_title(ct.source),
