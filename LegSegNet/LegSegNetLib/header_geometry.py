@@ -3,15 +3,18 @@ own definition and independently of ITK. ITK quietly deviates from the definitio
 applied although scl_slope is 0, a sform with negative pixdim swapped for the qform, no spacing read as 1 mm,
 'cm' read as mm, a NaN origin read as 0): such a file is refused, or ITK's reading is checked against the header
 (check_read_geometry), so a voxel is never placed or scaled otherwise than its header says."""
-import gzip
 import re
 import struct
 
 import numpy as np
 
 from .errors import InputError
+from .image_files import nifti_head
 
 MATRIX_TOLERANCE = 1e-3     # relative to the largest spacing: header rounding is far smaller
+# Header rounding (float32 NIfTI, 6-decimal DICOM) leaves direction errors near 1e-6; 1e-3 (0.06°, under 0.5 mm
+# across a 50 cm field) is the most a direction may deviate from orthonormal (max |DᵀD − I|).
+ORTHONORMAL_TOLERANCE = 1e-3
 ORIGIN_TOLERANCE_MM = 1e-2
 NRRD_SPACES = {"left-posterior-superior": (1, 1, 1), "lps": (1, 1, 1), "right-anterior-superior": (-1, -1, 1),
                "ras": (-1, -1, 1), "left-anterior-superior": (1, -1, 1), "las": (1, -1, 1)}   # sign to LPS
@@ -44,10 +47,7 @@ def check_read_geometry(path, image, expected):
 
 # ---------------------------------------------------------------- NIfTI
 def _nifti(path, gzipped):
-    with (gzip.open if gzipped else open)(path, "rb") as f:
-        head = f.read(540)
-    endian = "<" if struct.unpack("<i", head[:4])[0] in (348, 540) else ">"
-    one = struct.unpack(endian + "i", head[:4])[0] == 348
+    head, endian, one = nifti_head(path, gzipped)
     real, code = ("f", "h") if one else ("d", "i")
 
     def values(fmt, offset, count=1):
@@ -68,7 +68,11 @@ def _nifti(path, gzipped):
     scale = NIFTI_UNIT_MM.get(units, 1.0)
     quaternion = values(real, 256 if one else 352, 6)
     qform = _qform(quaternion, pixdim) * scale if qform_code > 0 else None
-    sform = np.array(values(real, 280 if one else 400, 12), dtype=float).reshape(3, 4) * scale if sform_code > 0 else None
+    sform = None
+    if sform_code > 0:
+        sform = np.array(values(real, 280 if one else 400, 12), dtype=float).reshape(3, 4)
+        _check_sform_axes(path, sform, pixdim)
+        sform = sform * scale
     if qform is not None and sform is not None and not _same_affine(qform, sform):
         raise InputError(f"{path}: the NIfTI qform and sform disagree (qform origin {np.round(qform[:, 3], 2).tolist()}, "
                          f"sform origin {np.round(sform[:, 3], 2).tolist()} mm, or their axes differ); "
@@ -77,6 +81,17 @@ def _nifti(path, gzipped):
         return None
     affine = (sform if sform is not None else qform) * np.array([[-1.0], [-1.0], [1.0]])   # RAS → LPS
     return affine[:, :3], affine[:, 3]
+
+
+def _check_sform_axes(path, sform, pixdim):
+    """The sform's axes over pixdim must be orthonormal: ITK quietly falls back to the qform when the sform is
+    sheared or its scales differ from pixdim, so such a file is ambiguous."""
+    with np.errstate(all="ignore"):
+        direction = sform[:, :3] / np.abs(pixdim[1:4])
+        deviation = np.abs(direction.T @ direction - np.eye(3)).max()
+    if not deviation <= ORTHONORMAL_TOLERANCE:          # NaN too
+        raise InputError(f"{path}: the NIfTI sform is sheared or its scales differ from pixdim "
+                         f"(max |DᵀD − I| = {deviation:.3g}, tolerance {ORTHONORMAL_TOLERANCE:g})")
 
 
 def _check_nifti_scaling(path, slope, inter):

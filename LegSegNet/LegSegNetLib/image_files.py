@@ -111,14 +111,21 @@ NIFTI_DTYPES = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "
                 1280: "u8", 32: "c8", 1792: "c16", 128: "V3", 2304: "V4"}   # datatype code → stored element
 
 
-def nifti_layout(path, gzipped):
+def nifti_head(path, gzipped):
+    """(header bytes, byte order, True for NIfTI-1 / False for NIfTI-2) of a NIfTI file; refuses a short one."""
     with (gzip.open if gzipped else open)(path, "rb") as f:
         head = f.read(540)
     endian = "<" if struct.unpack("<i", head[:4])[0] in (348, 540) else ">"
     header_size = struct.unpack(endian + "i", head[:4])[0]
     if len(head) < header_size:
         raise _corrupt(path, f"NIfTI header cut short at {len(head)} bytes")
-    if header_size == 348:
+    return head, endian, header_size == 348
+
+
+def nifti_layout(path, gzipped):
+    head, endian, nifti1 = nifti_head(path, gzipped)
+    header_size = 348 if nifti1 else 540
+    if nifti1:
         datatype, = struct.unpack_from(endian + "h", head, 70)
         dims = struct.unpack_from(endian + "8h", head, 40)
         vox_offset, = struct.unpack_from(endian + "f", head, 108)
@@ -137,26 +144,6 @@ def nifti_layout(path, gzipped):
     if gzipped:      # vox_offset counts decompressed bytes
         return Layout(path, 0, "gzip", nbytes, dtype, skip=int(vox_offset))
     return Layout(path, int(vox_offset), "raw", nbytes, dtype)
-
-
-def nifti_sform_deviation(path, gzipped):
-    """max |DᵀD − I| of the sform's directions (its columns over pixdim), 0 without an sform. ITK quietly falls
-    back to the qform when the sform is sheared or its scales differ from pixdim; such a file is ambiguous."""
-    with (gzip.open if gzipped else open)(path, "rb") as f:
-        head = f.read(540)
-    endian = "<" if struct.unpack("<i", head[:4])[0] in (348, 540) else ">"
-    nifti1 = struct.unpack(endian + "i", head[:4])[0] == 348
-    if len(head) < (348 if nifti1 else 540):
-        raise _corrupt(path, f"NIfTI header cut short at {len(head)} bytes")
-    sform_code, = struct.unpack_from(endian + ("h" if nifti1 else "i"), head, 254 if nifti1 else 348)
-    if sform_code <= 0:
-        return 0.0
-    pixdim = np.abs(struct.unpack_from(endian + ("3f" if nifti1 else "3d"), head, 80 if nifti1 else 112))
-    rows = np.array(struct.unpack_from(endian + ("12f" if nifti1 else "12d"), head, 280 if nifti1 else 400))
-    with np.errstate(all="ignore"):
-        direction = rows.reshape(3, 4)[:, :3] / pixdim
-        deviation = np.abs(direction.T @ direction - np.eye(3)).max()
-    return float(deviation) if np.isfinite(deviation) else float("inf")
 
 
 NRRD_TYPES = {"i1": ("signed char", "int8", "int8_t"), "u1": ("uchar", "unsigned char", "uint8", "uint8_t"),

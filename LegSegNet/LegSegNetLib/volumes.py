@@ -11,16 +11,13 @@ from .dicom import list_dicom_series, read_dicom_folder
 from .errors import InputError
 from .limits import check_size
 from .slice_images import as_one_slice_volume, is_windowed_slice, read_windowed_slice
-from .header_geometry import check_read_geometry, expected_geometry
-from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of, meta_fields, nifti_sform_deviation,
+from .header_geometry import ORTHONORMAL_TOLERANCE, check_read_geometry, expected_geometry
+from .image_files import (check_stored_data, gzip_holds, layout_files, layout_of, meta_fields,
                           nrrd_fields, refuse_unreadable, require_regular_file, sniff, stored_files)
 
 IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 AIR_HU = -500          # every CT of a limb holds air below this; MR and raw detector values do not
 MAX_PLAUSIBLE_HU = 5000  # beyond dense metal; larger maxima mean the values are not HU
-# Geometry. Header rounding (float32 NIfTI, 6-decimal DICOM) leaves direction errors near 1e-6; 1e-3 (0.06°,
-# under 0.5 mm across a 50 cm field) is the most a direction may deviate from orthonormal (max |DᵀD − I|).
-ORTHONORMAL_TOLERANCE = 1e-3
 # Clinical CT is reconstructed at 0.2–2 mm in-plane and 0.5–10 mm slices (sparse protocols up to ~20 mm).
 # Outside these limits the header's unit is wrong (m, cm) or the volumes would be meaningless.
 IN_PLANE_SPACING_MM = (0.05, 5.0)
@@ -101,9 +98,6 @@ def read_image_file(path, notes=None, pixel_mm=None):
         notes.append("one DICOM file given: read as one slice (give the folder for the whole series)")
         return image, files, ()
     refuse_unreadable(path, content)
-    if content.kind == "NIfTI" and (deviation := nifti_sform_deviation(path, content.gzipped)) > ORTHONORMAL_TOLERANCE:
-        raise InputError(f"{path}: the NIfTI sform is sheared or its scales differ from pixdim "
-                         f"(max |DᵀD − I| = {deviation:.3g}, tolerance {ORTHONORMAL_TOLERANCE:g})")
     layout = layout_of(path, content)
     fields = {"NRRD": nrrd_fields, "MetaImage": meta_fields}.get(content.kind, lambda _: (None, 0))(path)[0]
     expected = expected_geometry(path, content.kind, content.gzipped, fields)
