@@ -1,5 +1,6 @@
 """Output folders: claimed by a lock file before any work, written through a temporary sibling folder that is
 renamed into place when complete, never left half-written (errors, Ctrl-C, SIGTERM, SIGHUP)."""
+import errno
 import json
 import logging
 import os
@@ -123,15 +124,29 @@ class FolderLock:
         self.token = os.urandom(6).hex()
         record = {"pid": os.getpid(), "host": socket.gethostname(), "token": self.token,
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        # Written beside it, then linked into place: the lock never exists without its holder's record (another
+        # run reading it half-written would not know whom to name, nor whether the holder is gone).
+        written = self.path.with_name(f"{self.path.name}.{self.token}")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            written.write_text(json.dumps(record))
+            try:
+                os.link(written, self.path)
+            except OSError as err:
+                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                self._create_in_place(record)      # a file system without hard links
         except FileExistsError:
             return False
         except OSError as err:
             raise InputError(f"{self.path}: cannot create the lock file ({err.strerror})") from None
+        finally:
+            written.unlink(missing_ok=True)
+        return True
+
+    def _create_in_place(self, record):
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f)
-        return True
 
     def _read(self, path=None):
         try:

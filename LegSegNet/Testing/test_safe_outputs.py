@@ -21,6 +21,7 @@ import SimpleITK as sitk
 import slicerio.segmentation as slicerio_seg
 
 from LegSegNetLib import outputs, pipeline, statistics
+from LegSegNetLib.errors import InputError
 from LegSegNetLib.outputs import FolderLock
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.volumes import ijk_to_lps
@@ -430,3 +431,20 @@ def test_stats_label_image_on_another_grid(tmp_path, phantom, phantom_file, caps
     assert run_cli("stats", phantom_file, tmp_path / "shifted.nii.gz", "-o", tmp_path / "shifted") == 2
     assert f"{lost} labelled voxels lie outside the CT volume" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "shifted").exists()
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_a_lock_file_appears_with_its_holder_record(tmp_path, monkeypatch, hard_links):
+    """The lock is linked into place complete (no run ever reads it half-written); where the file system has no
+    hard links it is created exclusively in place."""
+    if not hard_links:
+        def no_link(*_args):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    with FolderLock(tmp_path / ".out.lock", tmp_path / "out"):
+        record = json.loads((tmp_path / ".out.lock").read_text())
+        assert record["pid"] == os.getpid() and record["host"] == socket.gethostname()
+        assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]
+        with pytest.raises(InputError, match=f"in use by another legsegnet run \\(pid {os.getpid()} on"):
+            FolderLock(tmp_path / ".out.lock", tmp_path / "out").__enter__()
+    assert list(tmp_path.iterdir()) == []
