@@ -12,9 +12,10 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
   body         voxels above -500 HU, table removed, in limb-sized, limb-thick components
   bone         cortex (> 200 HU) with its enclosed marrow filled in
   compartment  the region inside the deep fascia: per limb, the convex hull of the muscle groups (muscle
-               opened to drop skin and strands in the fat) and bone, as radius vs angle, median over
-               neighbouring slices; on the table side at most the SAT depth of its sides below the flat skin
-               (see compartment.py)
+               opened to drop skin and strands in the fat) and bone, as radius vs angle; across gaps in the
+               muscle it reaches out to the fascia line or the SAT depth of the gap's sides, whichever is
+               nearer; on the table side at most that depth below the flat skin; averaged over neighbouring
+               slices (see compartment.py)
   labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM
 """
 import numpy as np
@@ -112,7 +113,7 @@ def classify_slab(hu, px, out):
     out[box] = classes | (np.minimum(limbs, 31).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
     on_table = body & ndimage.binary_dilation(table, disk(2))          # skin resting on the table
-    envelopes = hulls(core, limbs, counts, on_table)
+    envelopes = hulls(core, bone, muscle & ~core, limbs, counts, on_table)
     return box, [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
 
 

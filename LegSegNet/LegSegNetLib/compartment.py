@@ -1,19 +1,24 @@
-"""The muscle compartment (inside the deep fascia) for the classical engine: a convex envelope per limb.
+"""The muscle compartment (inside the deep fascia) for the classical engine: an envelope per limb.
 
 Per slice, each limb (a body component; touching legs are cut at the valley of their column profile) gets a
 centre (the mean of its muscle core and bone). The outermost muscle-core or bone pixel in each 1° sector
 around that centre gives the envelope's radius as a function of angle; a 5-sector median drops one-sector
-outliers (a vessel, a strand at the fascia), and the convex hull of those points is the fascia. Where the
-hull bridges a gap in the muscle, the radius is interpolated linearly in angle between the gap's edges when
-that lies further out (an arc, as a round limb's fascia runs, rather than a chord). The envelope does not
-depend on the inside being muscle: deep fat pads, fatty muscle and fat between muscle groups that reaches
-the surface all stay inside it, where a closing of the muscle mask would open up. Where the limb rests on
-the table (its skin flat against the band), the hull and its arcs would bulge past the flat fascia into the
-SAT: there the envelope is at most the skin minus the SAT thickness interpolated from the sectors where the
-muscle is the envelope (the fascia follows the flat skin at its sides' depth).
+outliers (a vessel, a strand at the fascia), and the convex hull of those points is the first envelope. Where
+the hull bridges a gap in the muscle, the radius is interpolated linearly in angle between the gap's edges when
+that lies further out (an arc, as a round limb's fascia runs, rather than a chord).
 
-Along z, a limb's envelope is the per-angle median of the envelopes of the same limb (nearest centre) in
-the slices within ±Z_MEDIAN_MM, each measured from this slice's centre, so it changes smoothly between slices.
+Across a gap (sectors where the muscle is not the envelope: bone, fat between muscle groups, a fatty region or
+fat pad reaching the fascia) the fascia lies at the SAT depth of the gap's sides, interpolated along the skin,
+unless a soft-tissue line (the fascia itself) shows first beyond the hull: the envelope reaches out to
+whichever is nearer, never inside the hull. Gaps wider than MAX_GAP_SECTORS (a limb that is mostly fat or
+bone, as at the knee and ankle) keep the hull: the sides' SAT depth says little that far away. Where the limb
+rests on the table (its skin flat against the band), the envelope is at most that SAT depth below the flat skin.
+The envelope does not depend on the inside being muscle: deep fat pads, fatty muscle and fat between muscle
+groups that reaches the surface all stay inside it, where a closing of the muscle mask would open up.
+
+Along z, a limb's envelope is the per-angle interquartile mean (the median for three slices or fewer) of the
+envelopes of the same limb (nearest centre) in the slices within ±Z_MEDIAN_MM, each measured from this slice's
+centre: it changes smoothly between slices, and a change in anatomy becomes a ramp rather than a step.
 """
 import numpy as np
 from scipy import ndimage
@@ -29,6 +34,9 @@ EDGE_DEPTH = 2                # pixels: where a wedge's outermost pixel lies (we
 MAX_VALLEY = 0.6              # valley of the column profile relative to the smaller peak: two touching legs
 SKIN_MARGIN = 1.0
 CONTACT_SECTORS = 21
+LINE_GAP = 2                  # pixels beyond the hull before a soft-tissue line counts as the fascia (partial
+                              # volume at a bone or muscle edge is soft-tissue HU too)
+MAX_GAP_SECTORS = 90
 
 
 def touching_split(body, px):
@@ -77,13 +85,14 @@ def limb_components(body, core, px):
     return local, counts
 
 
-def hulls(points, limbs, counts, on_table=None):
+def hulls(core, bone, lines, limbs, counts, on_table=None):
     """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope.
-    Centres come from row and column counts; the outermost pixel per sector is sought among each limb's
-    pixels near its edge only: a pixel deeper inside has one further out in the same 1° wedge."""
-    held = np.where(points, limbs, np.uint16(0))
+    core: muscle groups and bone; bone: the bone in it; lines: soft-tissue pixels outside the core (fascia,
+    strands, vessels, skin). Centres come from row and column counts; the outermost pixel per sector is sought
+    among each limb's pixels near its edge only: a pixel deeper inside has one further out in the same wedge."""
+    held = np.where(core, limbs, np.uint16(0))
     n = int(counts.max()) + 1
-    size, cy, cx = np.zeros((3, points.shape[0], n))
+    size, cy, cx = np.zeros((3, core.shape[0], n))
     for limb in range(1, n):
         mine = held == limb
         rows, columns = np.count_nonzero(mine, axis=2), np.count_nonzero(mine, axis=1)
@@ -91,30 +100,53 @@ def hulls(points, limbs, counts, on_table=None):
         cy[:, limb] = rows @ np.arange(rows.shape[1]) / np.maximum(size[:, limb], 1)
         cx[:, limb] = columns @ np.arange(columns.shape[1]) / np.maximum(size[:, limb], 1)
     radius = ndimage.median_filter(_outermost(held, cy, cx, n), size=(1, OUTLIER_SECTORS), mode="wrap")
-    radius = radius.reshape(points.shape[0], n, SECTORS)
+    bone_radius = ndimage.median_filter(_outermost(np.where(bone, limbs, np.uint16(0)), cy, cx, n),
+                                        size=(1, OUTLIER_SECTORS), mode="wrap")
+    muscle_edge = radius > bone_radius + 0.5              # the outermost core pixel is muscle, not bone
     skin = ndimage.maximum_filter1d(_outermost(limbs, cy, cx, n, 1), 3, axis=1, mode="wrap")   # no empty sectors
-    skin = skin.reshape(points.shape[0], n, SECTORS)
     contact = np.zeros(skin.shape, bool)
     if on_table is not None and on_table.any():
         touching = ndimage.maximum_filter1d(_outermost(np.where(on_table, limbs, np.uint16(0)), cy, cx, n, 1),
-                                            3, axis=1, mode="wrap").reshape(skin.shape)
-        contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=2,
+                                            3, axis=1, mode="wrap")
+        contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=1,
                                            mode="wrap")
+    candidates = _line_candidates(np.where(lines, limbs, np.uint16(0)), cy, cx, n, radius, skin)
     angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
-    return [[_hull(cy[zi, limb], cx[zi, limb], radius[zi, limb], skin[zi, limb], contact[zi, limb], angle)
+    return [[_hull(cy[zi, limb], cx[zi, limb], angle,
+                   *(a[zi * n + limb] for a in (radius, muscle_edge, skin, contact)), candidates.get(zi * n + limb))
              if size[zi, limb] >= 3 else None
-             for limb in range(1, counts[zi] + 1)] for zi in range(points.shape[0])]
+             for limb in range(1, counts[zi] + 1)] for zi in range(core.shape[0])]
+
+
+def _polar(held, cy, cx, n):
+    """For each set pixel: its row key (z * n + limb), 1° sector and distance from its limb's centre."""
+    z, y, x = np.nonzero(held)
+    key = z * n + held[z, y, x]
+    dy, dx = y - cy.ravel()[key], x - cx.ravel()[key]
+    sector = ((np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi))).astype(np.int64) % SECTORS
+    return key, sector, np.hypot(dy, dx).astype(np.float32)
+
+
+def _line_candidates(held, cy, cx, n, radius, skin):
+    """Per row key, (sector, distance) of the soft-tissue pixels between the core (+ LINE_GAP) and the skin:
+    those that could be the fascia beyond the hull (the skin itself and anything deeper cannot)."""
+    key, sector, r = _polar(held, cy, cx, n)
+    flat_index = key * SECTORS + sector
+    between = (r > radius.ravel()[flat_index] + LINE_GAP) & (r < skin.ravel()[flat_index] - 1)
+    key, sector, r = key[between], sector[between], r[between]
+    order = np.argsort(key, kind="stable")
+    key, sector, r = key[order], sector[order], r[order]
+    starts = np.flatnonzero(np.diff(key, prepend=-1))
+    ends = np.append(starts[1:], key.size)
+    return {int(key[a]): (sector[a:b], r[a:b]) for a, b in zip(starts, ends)}
 
 
 def _outermost(held, cy, cx, n, depth=EDGE_DEPTH):
     """Per slice and limb (rows z * n + limb), the largest distance from the limb's centre of its pixels in
     held, per 1° sector (0 where none)."""
-    z, y, x = np.nonzero(edge_pixels(held, depth))
-    key = z * n + held[z, y, x]
-    dy, dx = y - cy.ravel()[key], x - cx.ravel()[key]
-    sector = ((np.arctan2(dy, dx) + np.pi) * (SECTORS / (2 * np.pi))).astype(np.int64) % SECTORS
+    key, sector, r = _polar(edge_pixels(held, depth) * held, cy, cx, n)
     radius = np.zeros(cy.size * SECTORS, np.float32)
-    np.maximum.at(radius, key * SECTORS + sector, np.hypot(dy, dx).astype(np.float32))
+    np.maximum.at(radius, key * SECTORS + sector, r)
     return radius.reshape(cy.size, SECTORS)
 
 
@@ -129,8 +161,9 @@ def edge_pixels(held, depth=EDGE_DEPTH):
     return (held > 0) & ~inner
 
 
-def _hull(cy, cx, radius, skin, contact, angle):
-    """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost radius per sector."""
+def _hull(cy, cx, angle, radius, muscle_edge, skin, contact, candidates):
+    """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost core radius per
+    sector (see the module docstring)."""
     present = radius > 0
     pts = np.column_stack([cy + radius[present] * np.sin(angle[present]),
                            cx + radius[present] * np.cos(angle[present])])
@@ -138,16 +171,40 @@ def _hull(cy, cx, radius, skin, contact, angle):
         hull = ConvexHull(np.vstack([pts, [[cy, cx]]]))
     except (QhullError, ValueError):
         return None
-    hull_radius = _polygon_radius(hull.points[hull.vertices] - [cy, cx], angle)
-    kept = present & (hull_radius <= radius + 1)          # sectors where the muscle itself is the envelope
+    envelope = _polygon_radius(hull.points[hull.vertices] - [cy, cx], angle)
+    kept = present & (envelope <= radius + 1)          # sectors where the core itself is the envelope
     if kept.sum() >= 3:
-        arc = np.interp(angle, angle[kept], radius[kept], period=2 * np.pi)
-        hull_radius = np.maximum(hull_radius, arc)
-        if contact.any():       # on the table the skin is flat: the fascia keeps the SAT depth of its sides
-            sat = np.interp(angle, angle[kept], skin[kept] - radius[kept], period=2 * np.pi)
-            flat = np.maximum(skin - sat + SKIN_MARGIN, radius)
-            hull_radius = np.where(contact, np.clip(hull_radius, radius, flat), hull_radius)
-    return np.array([cy, cx]), np.column_stack([cy + hull_radius * np.sin(angle), cx + hull_radius * np.cos(angle)])
+        envelope = np.maximum(envelope, np.interp(angle, angle[kept], radius[kept], period=2 * np.pi))
+    sides = kept & muscle_edge                          # where the muscle is the fascia: the SAT depth is known
+    if sides.sum() >= 3:
+        sat = np.interp(angle, angle[sides], skin[sides] - radius[sides], period=2 * np.pi)
+        below_skin = np.maximum(skin - sat + SKIN_MARGIN, radius)
+        reach = np.minimum(_first_line(candidates, envelope + LINE_GAP) + 1, below_skin)
+        gap = ~sides & ~_wide_runs(~sides, MAX_GAP_SECTORS)
+        envelope = np.where(gap, np.maximum(envelope, reach), envelope)
+        envelope = np.where(contact, np.clip(envelope, radius, below_skin), envelope)   # flat skin on the table
+    return np.array([cy, cx]), np.column_stack([cy + envelope * np.sin(angle), cx + envelope * np.cos(angle)])
+
+
+def _first_line(candidates, start):
+    """Per sector, the distance of the nearest candidate pixel beyond start (inf where none), 5-sector median."""
+    nearest = np.full(SECTORS, np.inf, np.float32)
+    if candidates is not None:
+        sector, r = candidates
+        beyond = r > start[sector]
+        np.minimum.at(nearest, sector[beyond], r[beyond])
+    return ndimage.median_filter(nearest, OUTLIER_SECTORS, mode="wrap")
+
+
+def _wide_runs(mask, max_length):
+    """Sectors in a circular run of set sectors longer than max_length."""
+    if mask.all():
+        return mask
+    shift = int(np.argmin(mask))                        # start the circle at an unset sector
+    runs, _ = ndimage.label(np.roll(mask, -shift))
+    lengths = np.bincount(runs)
+    lengths[0] = 0
+    return np.roll(lengths[runs] > max_length, shift)
 
 
 def _polygon_radius(vertices, angle):
@@ -174,7 +231,7 @@ def outline_radius(centre, outline):
 
 
 def envelope_profiles(all_hulls, slice_mm, px):
-    """Per slice and limb: (centre, radius per sector) with the median over neighbouring slices, or None.
+    """Per slice and limb: (centre, radius per sector), the interquartile mean over neighbouring slices, or None.
     Centres and radii are in pixels of size px mm."""
     reach = int(min(MAX_Z_NEIGHBOURS, round(Z_MEDIAN_MM / slice_mm)))
     profiles = []
@@ -191,9 +248,18 @@ def envelope_profiles(all_hulls, slice_mm, px):
                     match = _nearest(all_hulls[other], centre, MATCH_MM / px)
                     if match is not None:
                         stack.append(outline_radius(centre, match[1]))
-            out.append((centre, np.median(np.stack(stack), axis=0)))
+            out.append((centre, interquartile_mean(np.stack(stack))))
         profiles.append(out)
     return profiles
+
+
+def interquartile_mean(stack):
+    """Per column, the mean of the middle values (a quarter, at least one, dropped at each end): the median for
+    three rows or fewer, robust to an outlier slice, and a ramp rather than a step where the anatomy changes."""
+    if len(stack) < 3:
+        return stack.mean(axis=0)
+    drop = max(1, len(stack) // 4)
+    return np.sort(stack, axis=0)[drop:len(stack) - drop].mean(axis=0)
 
 
 def _nearest(slice_hulls, centre, max_distance):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.classical import ClassicalEngine
+from LegSegNetLib.compartment import interquartile_mean
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.tissues import TISSUES, BY_SHORT
 from LegSegNetLib.volumes import AxialView, read_ct
@@ -14,11 +15,10 @@ from conftest import array, dice, real_case
 from simple_reference import reference
 
 HARD = [dict(seed=s, vary=True, anatomy=True, table_contact=s % 2 == 0, touching=s % 3 == 0) for s in (11, 12, 13, 14)]
-FEATURE_RIGHT = 0.80        # issue 15 asks 0.90: 0.83-0.99 here; SAT takes most of the rest (below)
-MAX_FEATURE_SAT = 0.15      # where a feature reaches the fascia beside the bone or through a muscle gap, the
-                            # envelope (hull of muscle and bone, arcs across gaps) cuts off its outer rim
-MIN_IMAT_DICE = 0.90        # issue 15's bar: 0.910-0.952 on these draws (on the table the fascia keeps the SAT
-                            # depth of its sides, not the hull's bulge)
+FEATURE_RIGHT = 0.89        # issue 15 asks 0.90: 0.895-0.99 here (the rest a one-pixel rim at the fascia)
+MAX_FEATURE_SAT = 0.10      # where a feature reaches the fascia, the envelope reaches out to the fascia line or
+                            # the SAT depth of the gap's sides; only that rim can be SAT
+MIN_IMAT_DICE = 0.90        # issue 15's bar: 0.905-0.969 on these draws
 MAX_SAT_JUMP = 0.25          # SAT area against the mean of its two neighbouring slices (issue 15)
 
 
@@ -78,10 +78,22 @@ def sat_area_jumps(labels):
     return np.abs(sat[1:-1] - neighbours) / np.maximum(neighbours, 1)
 
 
-def test_real_sat_area_does_not_jump_on_the_thigh():
-    """STS_017: knee to thigh, with deep fat at the knee (the engine before issue 15 flipped it)."""
-    ct = read_ct(real_case("STS_017"))
+@pytest.mark.parametrize("case", ["STS_017", "STS_028", "STS_049"])
+def test_real_sat_area_does_not_jump(case):
+    """STS_017: knee to thigh with deep fat at the knee (the engine before issue 15 flipped it); STS_028: calf to
+    knee with the other leg cut by the field of view; STS_049: calf with a large mass and the other leg's ankle
+    cut by the field of view, whose fat flipped between IMAT and SAT before the envelopes were averaged along z."""
+    ct = read_ct(real_case(case))
     view = AxialView.of(ct.image)
     labels = ClassicalEngine().segment(view.to_canonical(ct.array), view.spacing)
     jumps = sat_area_jumps(labels)
-    assert jumps.max() <= MAX_SAT_JUMP, jumps.max()
+    assert jumps.max() <= MAX_SAT_JUMP, (jumps.max(), int(jumps.argmax()) + 1)
+
+
+def test_interquartile_mean_along_z():
+    """Median for three slices, an outlier slice dropped, and a step in anatomy spread over the window."""
+    assert interquartile_mean(np.array([[1.0], [9.0], [2.0]]))[0] == 2.0
+    assert interquartile_mean(np.array([[10.0], [10.0], [99.0], [10.0], [10.0]]))[0] == 10.0
+    step = [interquartile_mean(np.array([[v] for v in window]))[0]
+            for window in ([0, 0, 0, 0, 1], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [0, 1, 1, 1, 1])]
+    assert step == pytest.approx([0, 1 / 3, 2 / 3, 1])
