@@ -17,7 +17,7 @@ The envelope does not depend on the inside being muscle: deep fat pads, fatty mu
 groups that reaches the surface all stay inside it, where a closing of the muscle mask would open up.
 
 Along z, a limb's envelope is the per-angle interquartile mean (the median for three slices or fewer) of the
-envelopes of the same limb (nearest centre) in the slices within ±Z_MEDIAN_MM, each measured from this slice's
+envelopes of the same limb (nearest centre) in the slices within ±Z_REACH_MM, each measured from this slice's
 centre: it changes smoothly between slices, and a change in anatomy becomes a ramp rather than a step.
 """
 import numpy as np
@@ -26,7 +26,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 SECTORS = 360
 OUTLIER_SECTORS = 5
-Z_MEDIAN_MM = 7.0
+Z_REACH_MM = 7.0
 MAX_Z_NEIGHBOURS = 4          # per side
 MATCH_MM = 30.0               # the same limb's centre moves less than this between neighbouring slices
 MIN_LEG_SEPARATION_MM = 50
@@ -36,7 +36,7 @@ SKIN_MARGIN = 1.0
 CONTACT_SECTORS = 21
 LINE_GAP = 2                  # pixels beyond the hull before a soft-tissue line counts as the fascia (partial
                               # volume at a bone or muscle edge is soft-tissue HU too)
-MAX_GAP_SECTORS = 90
+MAX_GAP_SECTORS = 90          # wider gaps keep the hull (a limb mostly fat or bone)
 
 
 def touching_split(body, px):
@@ -233,7 +233,7 @@ def outline_radius(centre, outline):
 def envelope_profiles(all_hulls, slice_mm, px):
     """Per slice and limb: (centre, radius per sector), the interquartile mean over neighbouring slices, or None.
     Centres and radii are in pixels of size px mm."""
-    reach = int(min(MAX_Z_NEIGHBOURS, round(Z_MEDIAN_MM / slice_mm)))
+    reach = int(min(MAX_Z_NEIGHBOURS, round(Z_REACH_MM / slice_mm)))
     profiles = []
     for z, slice_hulls in enumerate(all_hulls):
         out = []
