@@ -16,7 +16,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
                muscle it reaches out to the fascia line or the SAT depth of the gap's sides, whichever is
                nearer; on the table side at most that depth below the flat skin; averaged over neighbouring
                slices (see compartment.py)
-  labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM
+  labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM, and
+               one pixel step beyond it (the outermost muscle pixels, whose centres the envelope passes through)
 """
 import numpy as np
 from scipy import ndimage
@@ -121,7 +122,18 @@ def label_slab(out, profiles, box):
     """Second pass: classes and limb envelopes → tissue labels, in place (out: the slab's box)."""
     offset = np.array([box[1].start, box[2].start], float)
     within = inside(out >> 3, profiles, offset)
+    within |= ((out & 7) == MUSCLE) & next_to(within)          # the envelope's own edge pixels
     out[:] = LABEL_OF[(out & 7) | (within.view(np.uint8) << 3)]
+
+
+def next_to(mask):
+    """Pixels one in-plane 4-neighbour step from a set pixel of mask (or set themselves)."""
+    near = mask.copy()
+    near[:, 1:] |= mask[:, :-1]
+    near[:, :-1] |= mask[:, 1:]
+    near[:, :, 1:] |= mask[:, :, :-1]
+    near[:, :, :-1] |= mask[:, :, 1:]
+    return near
 
 
 def _label_table():

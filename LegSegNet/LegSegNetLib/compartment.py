@@ -100,7 +100,7 @@ def hulls(core, bone, lines, limbs, counts, on_table=None):
         cy[:, limb] = rows @ np.arange(rows.shape[1]) / np.maximum(size[:, limb], 1)
         cx[:, limb] = columns @ np.arange(columns.shape[1]) / np.maximum(size[:, limb], 1)
     radius = ndimage.median_filter(_outermost(held, cy, cx, n), size=(1, OUTLIER_SECTORS), mode="wrap")
-    bone_radius = ndimage.median_filter(_outermost(np.where(bone, limbs, np.uint16(0)), cy, cx, n),
+    bone_radius = ndimage.median_filter(_outermost(np.where(bone, limbs, np.uint16(0)), cy, cx, n, depth=None),
                                         size=(1, OUTLIER_SECTORS), mode="wrap")
     muscle_edge = radius > bone_radius + 0.5              # the outermost core pixel is muscle, not bone
     skin = ndimage.maximum_filter1d(_outermost(limbs, cy, cx, n, 1), 3, axis=1, mode="wrap")   # no empty sectors
@@ -143,8 +143,8 @@ def _line_candidates(held, cy, cx, n, radius, skin):
 
 def _outermost(held, cy, cx, n, depth=EDGE_DEPTH):
     """Per slice and limb (rows z * n + limb), the largest distance from the limb's centre of its pixels in
-    held, per 1° sector (0 where none)."""
-    key, sector, r = _polar(edge_pixels(held, depth) * held, cy, cx, n)
+    held, per 1° sector (0 where none); among those near its edge only, unless depth is None (small masks)."""
+    key, sector, r = _polar(held if depth is None else edge_pixels(held, depth) * held, cy, cx, n)
     radius = np.zeros(cy.size * SECTORS, np.float32)
     np.maximum.at(radius, key * SECTORS + sector, r)
     return radius.reshape(cy.size, SECTORS)
@@ -256,9 +256,9 @@ def envelope_profiles(all_hulls, slice_mm, px):
 def interquartile_mean(stack):
     """Per column, the mean of the middle values (a quarter, at least one, dropped at each end): the median for
     three rows or fewer, robust to an outlier slice, and a ramp rather than a step where the anatomy changes."""
-    if len(stack) < 3:
-        return stack.mean(axis=0)
-    drop = max(1, len(stack) // 4)
+    if len(stack) <= 4:
+        return np.median(stack, axis=0)
+    drop = len(stack) // 4
     return np.sort(stack, axis=0)[drop:len(stack) - drop].mean(axis=0)
 
 

@@ -44,11 +44,12 @@ def test_dice_on_hard_phantoms(hard):
     assert got["SAT"] >= 0.90 and got["IMAT"] >= MIN_IMAT_DICE and np.mean(list(got.values())) >= 0.93, got
 
 
-def test_beats_the_simple_reference(hard):
+def test_beats_the_simple_reference_tissue_by_tissue(hard):
+    """Issue 15: at least the simple reference's Dice for every tissue (SM was a little below it while the
+    envelope's own edge pixels, measured through pixel centres, fell outside it)."""
     _, _, hu, truth, labels = hard
     got, simple = scores(labels, truth), scores(reference(hu), truth)
-    assert np.mean(list(got.values())) > np.mean(list(simple.values())), (got, simple)
-    assert got["SAT"] > simple["SAT"] and got["IMAT"] > simple["IMAT"], (got, simple)
+    assert all(got[t] >= simple[t] for t in got), (got, simple)
 
 
 def test_deep_fat_features_are_imat(hard):
