@@ -16,7 +16,7 @@ rests on the table (its skin flat against the band), the envelope is at most tha
 The envelope does not depend on the inside being muscle: deep fat pads, fatty muscle and fat between muscle
 groups that reaches the surface all stay inside it, where a closing of the muscle mask would open up.
 
-Along z, a limb's envelope is the per-angle interquartile mean (the median for three slices or fewer) of the
+Along z, a limb's envelope is the per-angle interquartile mean (the median for four slices or fewer) of the
 envelopes of the same limb (nearest centre) in the slices within ±Z_REACH_MM, each measured from this slice's
 centre: it changes smoothly between slices, and a change in anatomy becomes a ramp rather than a step.
 """
@@ -254,8 +254,8 @@ def envelope_profiles(all_hulls, slice_mm, px):
 
 
 def interquartile_mean(stack):
-    """Per column, the mean of the middle values (a quarter, at least one, dropped at each end): the median for
-    three rows or fewer, robust to an outlier slice, and a ramp rather than a step where the anatomy changes."""
+    """Per column, the mean of the middle values (a quarter dropped at each end; the median for four rows or
+    fewer): robust to an outlier slice, and a ramp rather than a step where the anatomy changes."""
     if len(stack) <= 4:
         return np.median(stack, axis=0)
     drop = len(stack) // 4
