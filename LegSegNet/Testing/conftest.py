@@ -35,6 +35,15 @@ def dice(a, b):
     return 2.0 * np.logical_and(a, b).sum() / total if total else 1.0
 
 
+def assert_same_rows(rows, expected, rel):
+    """Two tables' rows (dicts) hold the same keys and values: text exactly, numbers within rel (NaN = NaN)."""
+    assert len(rows) == len(expected) > 0
+    for a, b in zip(rows, expected):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == (b[key] if isinstance(b[key], str) else pytest.approx(b[key], rel=rel, nan_ok=True))
+
+
 def array(image):
     return sitk.GetArrayFromImage(image)
 

@@ -14,6 +14,7 @@ from vtk.util.numpy_support import vtk_to_numpy
 from LegSegNetLib import mrml, mrml_run, mrml_tables, panel
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.tissues import TISSUES
+from conftest import assert_same_rows
 from test_mrml import PERMUTED, new_scene, node_ids
 
 
@@ -50,12 +51,7 @@ def test_import_reads_the_statistics_the_run_wrote_instead_of_computing_them(fin
     recomputed = [scene.AddNewNodeByClass("vtkMRMLTableNode") for _ in range(2)]
     mrml_tables.update_statistics(volume, segmentation, *recomputed)
     for imported, fresh in zip(tables, recomputed):
-        rows, fresh_rows = mrml_tables.table_rows(imported), mrml_tables.table_rows(fresh)
-        assert len(rows) == len(fresh_rows) > 0
-        for a, b in zip(rows, fresh_rows):
-            assert a.keys() == b.keys()
-            for key in a:
-                assert a[key] == (b[key] if isinstance(b[key], str) else pytest.approx(b[key], rel=1e-12, nan_ok=True))
+        assert_same_rows(mrml_tables.table_rows(imported), mrml_tables.table_rows(fresh), rel=1e-12)
 
     def tamper(row):
         if row["leg"] == "both":
