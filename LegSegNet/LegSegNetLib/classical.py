@@ -10,7 +10,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
                band is bridged under the limb between the table's exposed parts (its top and bottom
                interpolated across), so the limb is cut from it
   body         voxels above -500 HU, table removed, in limb-sized, limb-thick components
-  bone         cortex (> 200 HU) with its enclosed marrow filled in
+  bone         cortex (> 200 HU) with its enclosed marrow filled in; its rim judged on raw HU (the smoothing
+               spreads cortex a pixel outward)
   compartment  the region inside the deep fascia: per limb, the convex hull of the muscle groups (muscle
                opened to drop skin and strands in the fat) and bone, as radius vs angle; across gaps in the
                muscle it reaches out to the fascia line or the SAT depth of the gap's sides, whichever is
@@ -104,7 +105,7 @@ def classify_slab(hu, px, out):
         return None, [[] for _ in range(hu.shape[0])]
     box = _compose(tissue, inner)
     smooth, body, table = smooth[inner], body[inner], table[inner]
-    bone = bone_mask(smooth, body, px)
+    bone, smooth = unblur_cortex(bone_mask(smooth, body, px), smooth, np.asarray(hu[box], np.float32))
     soft = body & ~bone
     fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1])
     muscle = soft & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
@@ -211,6 +212,13 @@ def bone_mask(smooth, body, px):
         closed = ndimage.binary_closing(cortex, closing, border_value=0)
         bone[box] = fill_holes(closed) & body[box]
     return bone
+
+
+def unblur_cortex(bone, smooth, raw):
+    """The smoothing spreads cortex HU a pixel outward: bone's rim keeps only pixels whose raw HU is cortex, and
+    soft tissue lifted above the muscle window by it is judged by its raw HU."""
+    bone &= (raw > CORTEX_HU) | ~next_to(~bone)
+    return bone, np.where(smooth > MUSCLE_HU[1], np.minimum(raw, smooth), smooth)
 
 
 def remove_small(mask, min_pixels):

@@ -4,7 +4,7 @@ import pytest
 
 from LegSegNetLib.classical import ClassicalEngine
 from LegSegNetLib.phantom import make_phantom
-from LegSegNetLib.tissues import TISSUES
+from LegSegNetLib.tissues import BY_SHORT, TISSUES
 from LegSegNetLib.volumes import AxialView, read_ct
 
 from conftest import REAL_CASES, array, dice, real_case
@@ -59,3 +59,16 @@ def test_real_ct_is_plausible(case):
     assert body[labels > 0].all()
     if case == "STS_049":                                   # table arc under the calves: rows 160+
         assert (labels[:, 160:, :] == 0).all()
+
+
+def test_bone_edge_is_not_blurred_outward():
+    """The smoothing spreads cortex HU into the next pixel: with a sharp cortex edge, bone is the cortex and its
+    marrow to the pixel, and the muscle beside it is muscle (once, bone took a ~1-pixel rim of it)."""
+    y, x = np.mgrid[:200, :200] - 100.0
+    r = np.hypot(y, x)
+    slice_hu = np.select([r < 12, r < 18, r < 55, r < 70], [-50, 1300, 55, -100], -1000)
+    hu = np.repeat(slice_hu[None], 8, axis=0) + np.random.default_rng(0).normal(0, 8, (8, 200, 200))
+    labels = ClassicalEngine().segment(hu.astype(np.int16), (3.0, 0.8, 0.8))
+    bone, beside = r < 18, (r >= 18) & (r < 20)
+    assert dice(labels == BY_SHORT["Bone"].label, np.broadcast_to(bone, labels.shape)) > 0.99
+    assert (labels[:, beside] == BY_SHORT["SM"].label).all()
