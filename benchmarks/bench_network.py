@@ -38,7 +38,7 @@ TEST_MODEL = Path(__file__).resolve().parent.parent / "LegSegNet" / "Testing" / 
 
 def published_like_folder(folder):
     """plans/dataset/checkpoint of the published architecture with random weights."""
-    from LegSegNetLib.nnunet import build_network
+    from LegSegNetLib.nnunet_model import build_network
     plans = plans_json({"max": 255.0, "mean": 120.0, "median": 120.0, "min": 0.0, "percentile_00_5": 0.0,
                         "percentile_99_5": 255.0, "std": 60.0})
     config = plans["configurations"]["2d"]

@@ -14,7 +14,7 @@ import torch
 
 from LegSegNetLib.engines import make_engine
 from LegSegNetLib.errors import Cancelled, InputError
-from LegSegNetLib.nnunet import load_model
+from LegSegNetLib.nnunet_model import load_model
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.pipeline import segment_case
 from LegSegNetLib.tissues import TISSUES

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from LegSegNetLib.nnunet import SlicePredictor, hu_to_uint8, load_model, resize_cubic
+from LegSegNetLib.nnunet import SlicePredictor, hu_to_uint8, resize_cubic
+from LegSegNetLib.nnunet_model import load_model
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.volumes import AxialView
 
