@@ -1,6 +1,7 @@
 """Classical engine accuracy on phantoms (exact truth) and plausibility on real CT."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from LegSegNetLib.classical import ClassicalEngine
 from LegSegNetLib.phantom import make_phantom
@@ -61,14 +62,29 @@ def test_real_ct_is_plausible(case):
         assert (labels[:, 160:, :] == 0).all()
 
 
+def round_limb():
+    """Radius (pixels) from the centre of a 200² slice, and 8 slices of a round limb with sharp edges: marrow,
+    cortex, muscle, fat, 2 pixels of skin and an outermost ring where skin blends with air into fat-like HU."""
+    y, x = np.mgrid[:200, :200] - 100.0
+    r = np.hypot(y, x)
+    outermost = (r < 71) & ndimage.binary_dilation(r >= 71)          # 4-neighbours of the air
+    slice_hu = np.select([r < 12, r < 18, r < 55, r < 68, outermost, r < 71], [-50, 1300, 55, -100, -120, 40], -1000)
+    hu = np.repeat(slice_hu[None], 8, axis=0) + np.random.default_rng(0).normal(0, 8, (8, 200, 200))
+    return r, outermost, ClassicalEngine().segment(hu.astype(np.int16), (3.0, 0.8, 0.8))
+
+
 def test_bone_edge_is_not_blurred_outward():
     """The smoothing spreads cortex HU into the next pixel: with a sharp cortex edge, bone is the cortex and its
     marrow to the pixel, and the muscle beside it is muscle (once, bone took a ~1-pixel rim of it)."""
-    y, x = np.mgrid[:200, :200] - 100.0
-    r = np.hypot(y, x)
-    slice_hu = np.select([r < 12, r < 18, r < 55, r < 70], [-50, 1300, 55, -100], -1000)
-    hu = np.repeat(slice_hu[None], 8, axis=0) + np.random.default_rng(0).normal(0, 8, (8, 200, 200))
-    labels = ClassicalEngine().segment(hu.astype(np.int16), (3.0, 0.8, 0.8))
+    r, _, labels = round_limb()
     bone, beside = r < 18, (r >= 18) & (r < 20)
     assert dice(labels == BY_SHORT["Bone"].label, np.broadcast_to(bone, labels.shape)) > 0.99
     assert (labels[:, beside] == BY_SHORT["SM"].label).all()
+
+
+def test_outermost_pixels_are_skin_not_sat():
+    """The body's outermost pixels blend skin with air; fat-like HU there is not subcutaneous fat."""
+    r, outermost, labels = round_limb()
+    sat = labels == BY_SHORT["SAT"].label
+    assert not sat[:, outermost].any()
+    assert sat[:, (r >= 57) & (r < 67)].all()
