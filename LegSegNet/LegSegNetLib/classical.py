@@ -19,7 +19,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
                slices (see compartment.py)
   labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM, and
                one pixel step beyond it (the outermost muscle pixels, whose centres the envelope passes through);
-               the body's outermost pixels are skin blended with air, never fat, whatever their HU
+               pixels next to air are skin blended with it, never fat, whatever their HU (next to the table
+               they may be)
 """
 import numpy as np
 from scipy import ndimage
@@ -108,7 +109,7 @@ def classify_slab(hu, px, out):
     smooth, body, table = smooth[inner], body[inner], table[inner]
     bone, smooth = unblur_cortex(bone_mask(smooth, body, px), smooth, np.asarray(hu[box], np.float32))
     soft = body & ~bone
-    fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1]) & ~next_to(~body)   # outermost: skin
+    fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1]) & ~next_to(smooth <= BODY_HU)   # skin by air
     muscle = soft & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
     core = muscle_core(muscle, px) | bone
     limbs, counts = limb_components(body, core, px)

@@ -83,7 +83,7 @@ def test_bone_edge_is_not_blurred_outward():
 
 
 def test_outermost_pixels_are_skin_not_sat():
-    """The body's outermost pixels blend skin with air; fat-like HU there is not subcutaneous fat."""
+    """Pixels next to air blend skin with it; fat-like HU there is not subcutaneous fat."""
     r, outermost, labels = round_limb()
     sat = labels == BY_SHORT["SAT"].label
     assert not sat[:, outermost].any()
