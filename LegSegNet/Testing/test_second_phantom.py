@@ -16,8 +16,8 @@ from simple_reference import reference
 DRAWS = [dict(seed=1, touching=True, mirrored=True, table_contact=True), dict(seed=2)]
 SHAPE = (16, 256, 320)
 
-# Floors below every draw measured (2026-11-30: the engine of commit 9224374 and, while the lead was editing it,
-# the working copy) by 0.017-0.04. Engine Dice SAT SM IMAT Bone (simple reference in brackets):
+# Floors below every draw measured (2026-11-30: the engine of commits 9224374 and 84770b0 and an edit between
+# them) by 0.017-0.04. Engine Dice SAT SM IMAT Bone (simple reference in brackets):
 #   seed 1   0.978-0.985 0.937-0.939 0.854-0.873 0.973-0.974   (0.920 0.930 0.017 0.534)
 #   seed 2   0.978-0.988 0.957-0.961 0.897-0.930 0.931-0.933   (0.905 0.951 0.231 0.918)
 #   seeds 101-112 at the default shape (touching: even seeds, mirrored: multiples of 3, table contact: seed % 4
