@@ -19,8 +19,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
                slices (see compartment.py)
   labels       fat window outside the compartment → SAT, inside → IMAT; muscle window inside → SM, and
                one pixel step beyond it (the outermost muscle pixels, whose centres the envelope passes through);
-               pixels next to air are skin blended with it, never fat, whatever their HU (next to the table
-               they may be)
+               pixels next to air are skin blended with it, never fat, whatever their HU (pixels resting on
+               the table may be fat)
 """
 import numpy as np
 from scipy import ndimage
