@@ -10,8 +10,10 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
                band is bridged under the limb between the table's exposed parts (its top and bottom
                interpolated across), so the limb is cut from it
   body         voxels above -500 HU, table removed, in limb-sized, limb-thick components
-  bone         cortex (> 200 HU) with its enclosed marrow filled in; its rim judged on raw HU (the smoothing
-               spreads cortex a pixel outward)
+  bone         cortex (> 200 HU, with thin blurred cortex above 120 HU joined to it, so an epiphysis's shell
+               closes) with its enclosed marrow filled in; partial volume and the smoothing spread cortex HU
+               outward, so a rim pixel stays bone only where its raw HU is over halfway between the cortex's and
+               the soft tissue's near it, and otherwise takes the soft tissue class beside it
   compartment  the region inside the deep fascia: per limb, the convex hull of the muscle groups (muscle
                opened to drop skin and strands in the fat) and bone, as radius vs angle; across gaps in the
                muscle it reaches out to the fascia line or the SAT depth of the gap's sides, whichever is
@@ -35,6 +37,7 @@ MUSCLE_HU = (-29, 150)
 MIN_LIMB_AREA_MM2 = 1000       # smaller pieces are tubing, cables, noise
 MIN_LIMB_THICKNESS_MM = 12     # area / width: a table plate is a few mm, a limb several cm
 MIN_BONE_AREA_MM2 = 20
+SHELL_HU = 120                 # thin epiphyseal cortex, blurred, joined to cortex above CORTEX_HU
 CORTEX_CLOSING_MM = 2.0       # bridges gaps in thin epiphyseal cortex before the marrow is filled
 FASCIA_OPENING_MM = 2.5        # removes skin and thin septa in the fat, keeps muscle bulk
 MIN_MUSCLE_AREA_MM2 = 150      # drops superficial vessels
@@ -107,10 +110,12 @@ def classify_slab(hu, px, out):
         return None, [[] for _ in range(hu.shape[0])]
     box = _compose(tissue, inner)
     smooth, body, table = smooth[inner], body[inner], table[inner]
-    bone, smooth = unblur_cortex(bone_mask(smooth, body, px), smooth, np.asarray(hu[box], np.float32))
+    bone, mostly_soft, smooth = unblur_cortex(bone_mask(smooth, body, px), smooth, np.asarray(hu[box], np.float32))
     soft = body & ~bone
     fat = soft & (smooth >= FAT_HU[0]) & (smooth <= FAT_HU[1]) & ~next_to(smooth <= BODY_HU)   # skin by air
     muscle = soft & (smooth >= MUSCLE_HU[0]) & (smooth <= MUSCLE_HU[1])
+    muscle |= mostly_soft & next_to(muscle)             # a blurred cortex edge pixel takes the soft tissue
+    fat |= mostly_soft & ~muscle & next_to(fat)         # beside it
     core = muscle_core(muscle, px) | bone
     limbs, counts = limb_components(body, core, px)
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
@@ -205,22 +210,41 @@ def body_mask(smooth, px, dense=None):
 
 def bone_mask(smooth, body, px):
     """Cortex with its marrow; morphology runs only in the box around the cortex (bone is a small part)."""
-    dense = body & (smooth > CORTEX_HU)
+    dense = body & (smooth > SHELL_HU)
     bone = np.zeros_like(dense)
     closing = disk(CORTEX_CLOSING_MM / px)
     box = _bbox(dense, margin=closing.shape[1])
     if box is not None:
-        cortex = remove_small(dense[box], MIN_BONE_AREA_MM2 / (px * px))
+        shell = connected_to(dense[box], smooth[box] > CORTEX_HU)
+        cortex = remove_small(shell, MIN_BONE_AREA_MM2 / (px * px))
         closed = ndimage.binary_closing(cortex, closing, border_value=0)
         bone[box] = fill_holes(closed) & body[box]
     return bone
 
 
 def unblur_cortex(bone, smooth, raw):
-    """The smoothing spreads cortex HU a pixel outward: bone's rim keeps only pixels whose raw HU is cortex, and
-    soft tissue lifted above the muscle window by it is judged by its raw HU."""
-    bone &= (raw > CORTEX_HU) | ~next_to(~bone)
-    return bone, np.where(smooth > MUSCLE_HU[1], np.minimum(raw, smooth), smooth)
+    """Partial volume and the smoothing spread cortex HU outward. A pixel on bone's rim stays bone only where its
+    raw HU is above halfway between the cortex and the soft tissue near it (the 5×5 maximum and minimum), i.e.
+    it is mostly bone; the others are returned apart (mostly soft tissue). Soft tissue that the smoothing lifted
+    above the muscle window is judged by its raw HU. Returns bone, the mostly soft rim and the HU to window."""
+    mostly_soft = np.zeros_like(bone)
+    box = _bbox(bone, margin=2)
+    if box is not None:
+        halfway = (ndimage.maximum_filter(raw[box], size=(1, 5, 5))
+                   + ndimage.minimum_filter(raw[box], size=(1, 5, 5))) / 2
+        soft = raw[box] <= np.maximum(halfway, CORTEX_HU)
+        for _ in range(KERNEL_REACH):                  # the blur spreads cortex up to the smoothing's reach
+            mostly_soft[box] |= bone[box] & ~mostly_soft[box] & next_to(~bone[box] | mostly_soft[box]) & soft
+    return bone & ~mostly_soft, mostly_soft, np.where(smooth > MUSCLE_HU[1], np.minimum(raw, smooth), smooth)
+
+
+def connected_to(mask, seeds):
+    """Pixels of mask in an in-plane component that holds a pixel of seeds."""
+    components, _ = ndimage.label(mask, IN_PLANE)
+    keep = np.zeros(components.max() + 1, bool)
+    keep[components[seeds & mask]] = True
+    keep[0] = False
+    return keep[components]
 
 
 def remove_small(mask, min_pixels):

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from conftest import run_cli
 from LegSegNetLib import midthigh
@@ -19,16 +20,17 @@ BONE, SM = 4, 2
 
 def femur_ct(tmp_path, ends):
     """A phantom whose bone column is kept only between slices ends[leg] = (distal, proximal), inclusive
-    (elsewhere it becomes muscle): a femur with known ends. Returns the file and the slice positions."""
+    (elsewhere it and its blur become muscle): a femur with known ends. Returns the file and the slice positions."""
     p = make_phantom(seed=2, shape=SHAPE, spacing=SPACING)
     view = AxialView.of(p.ct)
     hu = view.to_canonical(sitk.GetArrayFromImage(p.ct)).copy()
     truth = view.to_canonical(sitk.GetArrayFromImage(p.truth))
     sides = view.to_canonical(sitk.GetArrayFromImage(p.sides))
     z = np.arange(SHAPE[0])[:, None, None]
+    bone_and_blur = ndimage.binary_dilation(truth == BONE, np.ones((1, 5, 5), bool)) & ((truth == BONE) | (hu > 55))
     for leg, side in (("right", 1), ("left", 2)):
         lo, hi = ends[leg]
-        hu[(truth == BONE) & (sides == side) & ((z < lo) | (z > hi))] = 55
+        hu[bone_and_blur & (sides == side) & ((z < lo) | (z > hi))] = 55
     image = sitk.GetImageFromArray(np.ascontiguousarray(hu))     # identity direction: index axes are LPS x, y, z
     image.SetSpacing(SPACING[::-1])
     image.SetOrigin((0.0, 0.0, -200.0))
