@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from LegSegNetLib.dicom import list_dicom_series
+from LegSegNetLib.dicom_headers import list_dicom_series
 from LegSegNetLib.volumes import read_ct
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .dicom import list_dicom_series
+from .dicom_headers import list_dicom_series
 from .errors import InputError
 from .volumes import IMAGE_SUFFIXES, is_image_file
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom import list_dicom_series, read_dicom_folder
+from .dicom import read_dicom_folder
+from .dicom_headers import list_dicom_series
 from .errors import InputError
 from .limits import check_size
 from .slice_images import as_one_slice_volume, is_windowed_slice, read_windowed_slice
