@@ -8,7 +8,7 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from .dicom_headers import ORIENTATION_TOLERANCE, _choose_series, _printable, _refuse_unreadable, _scan
+from .dicom_headers import ORIENTATION_TOLERANCE, choose_series, printable, refuse_unreadable, scan_folder
 from .errors import InputError
 from .limits import check_size
 
@@ -167,7 +167,7 @@ def _refuse_continuations(path, stack, spacing, others):
             steps.append(k)
         else:
             positions = ", ".join(f"{first.position @ first.normal + k * spacing:.2f}" for k in sorted(steps)[:6])
-            raise InputError(f"{path}: DICOM series {_printable(uid)} ({len(group)} files at {positions} mm along the slice "
+            raise InputError(f"{path}: DICOM series {printable(uid)} ({len(group)} files at {positions} mm along the slice "
                              f"normal) continues the chosen series' slices on the same grid: one scan split into "
                              "series, or a file with a damaged SeriesInstanceUID")
 
@@ -177,7 +177,7 @@ def _refuse_pixel_meaning(stack):
     """GDCM inverts MONOCHROME1 values (HU with the sign flipped) and reads a RescaleSlope of 0 as 1."""
     for s in stack:
         if s.photometric not in ("", "MONOCHROME2"):
-            raise InputError(f"{s.file}: PhotometricInterpretation {_printable(s.photometric)}; CT in HU is "
+            raise InputError(f"{s.file}: PhotometricInterpretation {printable(s.photometric)}; CT in HU is "
                              "MONOCHROME2 (MONOCHROME1 values would be read inverted)")
         if s.slope == 0:
             raise InputError(f"{s.file}: RescaleSlope 0 cannot give HU")
@@ -233,9 +233,9 @@ def read_dicom_folder(path, notes, series_uid=None):
     """(image, files) of one CT series of a folder tree (the largest, or the one with series_uid), after
     checking from the headers that its slices form one even stack; faults are InputErrors naming them."""
     path = os.fspath(path)
-    slices, unreadable = _scan(path)
-    _refuse_unreadable(unreadable, notes)
-    uid, series = _choose_series(path, slices, notes, series_uid)
+    slices, unreadable = scan_folder(path)
+    refuse_unreadable(unreadable, notes)
+    uid, series = choose_series(path, slices, notes, series_uid)
     stack = _main_stack(path, series.pop(uid), notes)
     modality = stack[0].modality
     if modality and modality != "CT":

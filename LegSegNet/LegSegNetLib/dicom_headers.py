@@ -100,7 +100,7 @@ def _looks_like_dicom(path):
     return head[128:132] == b"DICM" or path.lower().endswith((".dcm", ".ima"))
 
 
-def _scan(path, recursive=True):
+def scan_folder(path, recursive=True):
     """(readable slices, unreadable DICOM-looking files) in a folder (tree) or one file; other files are ignored."""
     names = [path] if os.path.isfile(path) else []
     for root, dirs, files in os.walk(path):
@@ -118,7 +118,7 @@ def _scan(path, recursive=True):
     return slices, unreadable
 
 
-def _printable(text):
+def printable(text):
     """Header text fit for a one-line message (a damaged header may hold any bytes)."""
     return "".join(c if c.isprintable() else "?" for c in text)
 
@@ -133,10 +133,10 @@ def _series_of(slices):
 
 def list_dicom_series(path, recursive=True):
     """{SeriesInstanceUID: file names} for every readable image series in a folder (tree), localizers excepted."""
-    return {uid: [s.file for s in group] for uid, group in _series_of(_scan(os.fspath(path), recursive)[0]).items()}
+    return {uid: [s.file for s in group] for uid, group in _series_of(scan_folder(os.fspath(path), recursive)[0]).items()}
 
 
-def _choose_series(path, slices, notes, series_uid):
+def choose_series(path, slices, notes, series_uid):
     series = _series_of(slices)
     skipped = len({s.series for s in slices}) - len(series)
     if skipped:
@@ -149,7 +149,7 @@ def _choose_series(path, slices, notes, series_uid):
         raise InputError(f"{path}: folder holds no DICOM series")
     uid = max(series, key=lambda key: len(series[key]))
     if len(series) > 1:
-        notes.append(f"{len(series)} DICOM series found; using the largest ({len(series[uid])} files, {_printable(uid)})")
+        notes.append(f"{len(series)} DICOM series found; using the largest ({len(series[uid])} files, {printable(uid)})")
     return uid, series
 
 
@@ -160,7 +160,7 @@ def _is_non_image(name):
     return any(NON_IMAGE_SOP_CLASS + suffix in head for suffix in NON_IMAGE_SUFFIXES)
 
 
-def _refuse_unreadable(unreadable, notes):
+def refuse_unreadable(unreadable, notes):
     """A DICOM file GDCM cannot read is refused by name (it may be a slice cut short), unless its header says
     it holds no image at all (dose reports and the like beside a CT series): those are only noted."""
     for name in unreadable:
