@@ -7,7 +7,7 @@ surface; one draw lying on a dense table with touching legs).
 Targets (issues 3, 13, 15): ≥ 50 slices/s on this 2-core machine; peak memory ≤ 3× the input; on the hard
 draws SAT and IMAT Dice ≥ 0.90 and mean ≥ 0.93, and above the reference tissue by tissue.
 Run:  .venv/bin/python benchmarks/bench_classical.py [--slices 300] [--repeat 2] [--seeds 11,12,13,14]
-      .venv/bin/python benchmarks/bench_classical.py --draws-only --seeds 11-30
+      .venv/bin/python benchmarks/bench_classical.py --draws-only --seeds 11-30 --second-seeds 101-112
 """
 import argparse
 import sys
@@ -24,6 +24,7 @@ from LegSegNetLib.tissues import BY_SHORT, TISSUES
 from LegSegNetLib.volumes import AxialView
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "LegSegNet" / "Testing"))
+from second_phantom import make as make_second  # noqa: E402
 from simple_reference import reference  # noqa: E402
 
 
@@ -91,6 +92,23 @@ def hard_draws(seeds):
     print(f"  engine mean Dice over these draws {np.mean(means):.4f}, worst draw {np.min(means):.4f}")
 
 
+def second_draws(seeds):
+    """Testing/second_phantom.py, written independently of LegSegNetLib/phantom.py: touching legs on even seeds,
+    mirrored on multiples of 3, on a dense table when seed % 4 is 1 or 2."""
+    print("second phantom (Dice SAT/SM/IMAT/Bone):")
+    engine_all, simple_all = [], []
+    for seed in seeds:
+        hu, truth, spacing, _ = make_second(seed, touching=seed % 2 == 0, mirrored=seed % 3 == 0,
+                                            table_contact=seed % 4 in (1, 2))
+        engine, simple = dice(ClassicalEngine().segment(hu, spacing), truth), dice(reference(hu), truth)
+        engine_all.append(engine)
+        simple_all.append(simple)
+        print(f"  seed {seed}: engine {show(engine)}   reference {show(simple)}")
+    engine_all, simple_all = np.array(engine_all), np.array(simple_all)
+    print(f"  mean engine {show(engine_all.mean(axis=0))}   reference {show(simple_all.mean(axis=0))}")
+    print(f"  draws where the engine is below the reference on some tissue: {int((engine_all < simple_all).any(axis=1).sum())}")
+
+
 def feature_share(view, mask, labels, truth):
     imat = BY_SHORT["IMAT"].label
     voxels = (view.to_canonical(sitk.GetArrayFromImage(mask)) > 0) & (truth == imat)   # bone is drawn over some
@@ -111,10 +129,13 @@ def main():
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seeds", default="11,12,13,14", help="11,12,13 or a range 11-30")
     parser.add_argument("--draws-only", action="store_true", help="only the hard draws, no speed run")
+    parser.add_argument("--second-seeds", help="also draws of the second phantom, e.g. 101-112")
     args = parser.parse_args()
     if not args.draws_only:
         speed(args)
     hard_draws(seed_list(args.seeds))
+    if args.second_seeds:
+        second_draws(seed_list(args.second_seeds))
 
 
 if __name__ == "__main__":

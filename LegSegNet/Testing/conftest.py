@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from LegSegNetLib.cli import main as cli_main
 from LegSegNetLib.phantom import make_phantom
+from LegSegNetLib.tissues import TISSUES
 
 # The browser tests in web/ run in .venv-web (trame-slicer pins slicer-core 5.11). Elsewhere their folder is not
 # collected at all, so its conftest never takes this one's place as the module `conftest`.
@@ -33,6 +34,11 @@ def dice(a, b):
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     total = a.sum() + b.sum()
     return 2.0 * np.logical_and(a, b).sum() / total if total else 1.0
+
+
+def tissue_dice(labels, truth):
+    """Dice per tissue short name."""
+    return {t.short: dice(labels == t.label, truth == t.label) for t in TISSUES}
 
 
 def assert_same_rows(rows, expected, rel):

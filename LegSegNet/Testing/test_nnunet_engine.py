@@ -17,11 +17,10 @@ from LegSegNetLib.errors import Cancelled, InputError
 from LegSegNetLib.nnunet_model import load_model
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.pipeline import segment_case
-from LegSegNetLib.tissues import TISSUES
 from LegSegNetLib.volumes import AxialView
 from LegSegNetLib.weights import verify, write_manifest
 
-from conftest import array, dice, run_cli
+from conftest import array, run_cli, tissue_dice
 
 TEST_MODEL = Path(__file__).parent / "Data" / "nnunet_test_model"
 CHECKPOINT = "fold_0/checkpoint_final.pth"
@@ -61,7 +60,7 @@ def test_dice_through_the_cli_on_a_fresh_phantom(tmp_path, fresh_phantom):
     assert run_cli("segment", ct, "-o", out, "--engine", "nnunet", "--model", TEST_MODEL) == 0
     labels = array(sitk.ReadImage(str(out / "labels.nii.gz")))
     truth = array(phantom.truth)
-    scores = {t.short: dice(labels == t.label, truth == t.label) for t in TISSUES}
+    scores = tissue_dice(labels, truth)
     print("Dice (nnunet test model, fresh phantom):", {k: round(v, 3) for k, v in scores.items()})
     assert min(scores.values()) >= 0.80, scores
     report = json.loads((out / "report.json").read_text())

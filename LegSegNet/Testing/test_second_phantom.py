@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.classical import ClassicalEngine
-from LegSegNetLib.tissues import TISSUES, BY_SHORT
+from LegSegNetLib.tissues import BY_SHORT
 
-from conftest import dice
+from conftest import tissue_dice
 from second_phantom import make
 from simple_reference import reference
 
@@ -30,10 +30,6 @@ MIN_DICE = {"SAT": 0.89, "SM": 0.92, "IMAT": 0.72, "Bone": 0.96}
 MIN_FEATURE_IMAT = {"popliteal_fat": 0.75, "fatty_region": 0.78, "open_septum": 0.65}
 
 
-def scores(labels, truth):
-    return {t.short: dice(labels == t.label, truth == t.label) for t in TISSUES}
-
-
 @pytest.fixture(scope="module", params=DRAWS, ids=lambda draw: f"seed{draw['seed']}")
 def segmented(request):
     """Truth, feature masks, the engine's and the simple reference's labels of one draw (built once)."""
@@ -44,13 +40,13 @@ def segmented(request):
 
 def test_at_least_the_simple_reference_tissue_by_tissue(segmented):
     truth, _, labels, simple = segmented
-    engine, naive = scores(labels, truth), scores(simple, truth)
+    engine, naive = tissue_dice(labels, truth), tissue_dice(simple, truth)
     assert all(engine[t] >= naive[t] for t in engine), (engine, naive)
 
 
 def test_dice_floors(segmented):
     truth, _, labels, _ = segmented
-    engine = scores(labels, truth)
+    engine = tissue_dice(labels, truth)
     assert all(engine[t] >= MIN_DICE[t] for t in MIN_DICE), engine
 
 
