@@ -13,7 +13,10 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
   bone         cortex (> 200 HU, with thin blurred cortex above 120 HU joined to it, so an epiphysis's shell
                closes) with its enclosed marrow filled in; partial volume and the smoothing spread cortex HU
                outward, so a rim pixel stays bone only where its raw HU is over halfway between the cortex's and
-               the soft tissue's near it, and otherwise takes the soft tissue class beside it
+               the soft tissue's near it, and otherwise takes the soft tissue class beside it; a ring cut by the
+               edge of the field of view is closed along that edge
+  limbs        body components; touching legs, and body parts lying against a limb across air (the genitals
+               beside a thigh), are cut apart (see limbs.py)
   compartment  the region inside the deep fascia: per limb, the convex hull of the muscle groups (muscle
                opened to drop skin and strands in the fat) and bone, as radius vs angle; across gaps in the
                muscle it reaches out to the fascia line or the SAT depth of the gap's sides, whichever is
@@ -27,7 +30,8 @@ its tissue (air rows and columns cost nothing but one threshold), then in the bo
 import numpy as np
 from scipy import ndimage
 
-from .compartment import envelope_profiles, hulls, inside, limb_components
+from .compartment import envelope_profiles, hulls, inside
+from .limbs import limb_components, split_across_air
 from .tissues import BY_SHORT
 
 BODY_HU = -500
@@ -39,6 +43,7 @@ MIN_LIMB_THICKNESS_MM = 12     # area / width: a table plate is a few mm, a limb
 MIN_BONE_AREA_MM2 = 20
 SHELL_HU = 120                 # thin epiphyseal cortex, blurred, joined to cortex above CORTEX_HU
 CORTEX_CLOSING_MM = 2.0       # bridges gaps in thin epiphyseal cortex before the marrow is filled
+MAX_CUT_BONE_MM = 100          # widest bone section (a femoral condyle) closed where the field of view cuts it
 FASCIA_OPENING_MM = 2.5        # removes skin and thin septa in the fat, keeps muscle bulk
 MIN_MUSCLE_AREA_MM2 = 150      # drops superficial vessels
 COARSE_SPACING_MM = 1.5        # grid of the muscle opening; the envelope itself is measured at full resolution
@@ -117,12 +122,12 @@ def classify_slab(hu, px, out):
     muscle |= mostly_soft & next_to(muscle)             # a blurred cortex edge pixel takes the soft tissue
     fat |= mostly_soft & ~muscle & next_to(fat)         # beside it
     core = muscle_core(muscle, px) | bone
-    limbs, counts = limb_components(body, core, px)
+    limbs, counts, radii = split_across_air(*limb_components(body, core, px), core, body, body & next_to(~body), px)
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
     out[box] = classes | (np.minimum(limbs, 31).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
     on_table = body & ndimage.binary_dilation(table, disk(2))          # skin resting on the table
-    envelopes = hulls(core, bone, muscle & ~core, limbs, counts, on_table)
+    envelopes = hulls(radii, bone, muscle & ~core, limbs, counts, on_table)
     return box, [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
 
 
@@ -217,9 +222,35 @@ def bone_mask(smooth, body, px):
     if box is not None:
         shell = connected_to(dense[box], smooth[box] > CORTEX_HU)
         cortex = remove_small(shell, MIN_BONE_AREA_MM2 / (px * px))
-        closed = ndimage.binary_closing(cortex, closing, border_value=0)
-        bone[box] = fill_holes(closed) & body[box]
+        reach = closing.shape[1]                       # the cortex runs on beyond the field of view's edge
+        closed = ndimage.binary_closing(np.pad(cortex, ((0, 0), (reach, reach), (reach, reach)), mode="edge"),
+                                        closing)[:, reach:-reach, reach:-reach]
+        bone[box] = fill_holes(closed | edge_caps(closed, MAX_CUT_BONE_MM / px)) & body[box]
     return bone
+
+
+def edge_caps(mask, max_span):
+    """Where an in-plane component of mask meets an edge of the array in two or more places no further apart
+    than max_span pixels, the edge pixels between them: a cortex ring cut by the field of view, whose marrow
+    reaches the edge, is closed there (one component only: the muscle between two bones is not capped)."""
+    caps = np.zeros_like(mask)
+    if not (mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any() or mask[:, :, -1].any()):
+        return caps
+    components, n = ndimage.label(mask, IN_PLANE)
+    for edge, cap in ((components[:, 0], caps[:, 0]), (components[:, -1], caps[:, -1]),
+                      (components[:, :, 0], caps[:, :, 0]), (components[:, :, -1], caps[:, :, -1])):
+        z, at = np.nonzero(edge)
+        if not z.size:
+            continue
+        which = edge[z, at]
+        first = np.full(n + 1, edge.shape[1], np.int64)
+        last = np.full(n + 1, -1, np.int64)
+        np.minimum.at(first, which, at)
+        np.maximum.at(last, which, at)
+        for number in np.flatnonzero((last - first > 1) & (last - first <= max_span)):
+            slice_z = z[which == number][0]              # components never span slices
+            cap[slice_z, first[number]:last[number] + 1] = True
+    return caps
 
 
 def unblur_cortex(bone, smooth, raw):

@@ -1,6 +1,6 @@
 """The muscle compartment (inside the deep fascia) for the classical engine: an envelope per limb.
 
-Per slice, each limb (a body component; touching legs are cut at the valley of their column profile) gets a
+Per slice, each limb (limbs.py: a body component, with touching limbs and body parts cut apart) gets a
 centre (the mean of its muscle core and bone). The outermost muscle-core or bone pixel in each 1° sector
 around that centre gives the envelope's radius as a function of angle; a 5-sector median drops one-sector
 outliers (a vessel, a strand at the fascia), and the convex hull of those points is the first envelope. Where
@@ -20,18 +20,19 @@ Along z, a limb's envelope is the per-angle interquartile mean (the median for f
 envelopes of the same limb (nearest centre) in the slices within ±Z_REACH_MM, each measured from this slice's
 centre: it changes smoothly between slices, and a change in anatomy becomes a ramp rather than a step.
 """
+from typing import NamedTuple
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 SECTORS = 360
+ANGLE = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi     # each sector's mid-angle
 OUTLIER_SECTORS = 5
 Z_REACH_MM = 7.0
 MAX_Z_NEIGHBOURS = 4          # per side
 MATCH_MM = 30.0               # the same limb's centre moves less than this between neighbouring slices
-MIN_LEG_SEPARATION_MM = 50
 EDGE_DEPTH = 2                # pixels: where a wedge's outermost pixel lies (wedges narrower than a pixel)
-MAX_VALLEY = 0.6              # valley of the column profile relative to the smaller peak: two touching legs
 SKIN_MARGIN = 1.0
 CONTACT_SECTORS = 21
 LINE_GAP = 2                  # pixels beyond the hull before a soft-tissue line counts as the fascia (partial
@@ -39,86 +40,62 @@ LINE_GAP = 2                  # pixels beyond the hull before a soft-tissue line
 MAX_GAP_SECTORS = 90          # wider gaps keep the hull (a limb mostly fat or bone)
 
 
-def touching_split(body, px):
-    """Per slice, the column where two touching legs meet, or -1 where the column profile has no such valley."""
-    profile = ndimage.uniform_filter1d(body.sum(axis=1).astype(np.float32), max(1, int(round(5 / px))), axis=1)
-    columns = np.arange(profile.shape[1])
-    first = profile.argmax(axis=1)
-    far = np.abs(columns[None] - first[:, None]) * px >= MIN_LEG_SEPARATION_MM
-    second = np.where(far, profile, -1).argmax(axis=1)
-    rows = np.arange(profile.shape[0])
-    lo, hi = np.minimum(first, second), np.maximum(first, second)
-    between = (columns[None] > lo[:, None]) & (columns[None] < hi[:, None])
-    valley_profile = np.where(between, profile, np.inf)
-    valley = valley_profile.argmin(axis=1)
-    peak2 = profile[rows, second]
-    valley_value = valley_profile[rows, valley]
-    touching = far[rows, second] & (peak2 > 0) & (valley_value > 0) & (valley_value <= MAX_VALLEY * peak2)
-    return np.where(touching, valley, -1)
+class CoreRadii(NamedTuple):
+    """Per slice and limb (arrays indexed [z, limb], radius by row z * n + limb): the core's pixel count, its
+    centre and its outermost radius per sector."""
+    n: int
+    size: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    radius: np.ndarray
 
 
-def muscle_gaps(core, body):
-    """Per slice, columns with body but no muscle or bone between columns that have some: the fat where two
-    limbs touch (within a limb, muscle and bone span every column)."""
-    has_core = core.any(axis=1)
-    first = has_core.argmax(axis=1)
-    last = has_core.shape[1] - 1 - has_core[:, ::-1].argmax(axis=1)
-    columns = np.arange(has_core.shape[1])[None]
-    return ~has_core & body.any(axis=1) & (columns > first[:, None]) & (columns < last[:, None])
-
-
-def limb_components(body, core, px):
-    """Limb index per pixel (0 = none) numbered from 1 within each slice, and the number of limbs per slice.
-    Touching limbs are cut at the valley of the body's column profile and across columns without muscle."""
-    cut = body.copy()
-    split = touching_split(body, px)
-    for z in np.flatnonzero(split >= 0):
-        cut[z, :, split[z]] = False
-    cut &= ~muscle_gaps(core, body)[:, None, :]
-    components, _ = ndimage.label(cut, np.array([[[0] * 3] * 3, [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0] * 3] * 3]))
-    # components never span slices and are numbered in scan order, so slice z holds the numbers after the
-    # highest number of the slices before it
-    last = np.maximum.accumulate(components.max(axis=(1, 2)))
-    before = np.concatenate([[0], last[:-1]])
-    counts = last - before
-    local = np.where(components > 0, components - before[:, None, None], 0).astype(np.uint16)
-    return local, counts
-
-
-def hulls(core, bone, lines, limbs, counts, on_table=None):
-    """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope.
-    core: muscle groups and bone; bone: the bone in it; lines: soft-tissue pixels outside the core (fascia,
-    strands, vessels, skin). Centres come from row and column counts; the outermost pixel per sector is sought
-    among each limb's pixels near its edge only: a pixel deeper inside has one further out in the same wedge."""
+def core_radii(core, limbs, counts):
+    """Centres come from row and column counts; the outermost pixel per sector is sought among each limb's
+    pixels near its edge only (a pixel deeper inside has one further out in the same wedge), and a 5-sector
+    median drops one-sector outliers."""
     held = np.where(core, limbs, np.uint16(0))
     n = int(counts.max()) + 1
-    size, cy, cx = np.zeros((3, core.shape[0], n))
+    size, cy, cx = centres(held, n)
+    radius = ndimage.median_filter(outermost(held, cy, cx, n), size=(1, OUTLIER_SECTORS), mode="wrap")
+    return CoreRadii(n, size, cy, cx, radius)
+
+
+def hulls(radii, bone, lines, limbs, counts, on_table=None):
+    """Per slice, a list (one per limb) of (centre yx, envelope outline) or None where a limb has no envelope.
+    radii: core_radii of the muscle groups and bone; bone: the bone in it; lines: soft-tissue pixels outside
+    the core (fascia, strands, vessels, skin)."""
+    n, size, cy, cx, radius = radii
+    bone_radius = ndimage.median_filter(outermost(np.where(bone, limbs, np.uint16(0)), cy, cx, n, depth=None),
+                                        size=(1, OUTLIER_SECTORS), mode="wrap")
+    muscle_edge = radius > bone_radius + 0.5              # the outermost core pixel is muscle, not bone
+    skin = ndimage.maximum_filter1d(outermost(limbs, cy, cx, n, 1), 3, axis=1, mode="wrap")   # no empty sectors
+    contact = np.zeros(skin.shape, bool)
+    if on_table is not None and on_table.any():
+        touching = ndimage.maximum_filter1d(outermost(np.where(on_table, limbs, np.uint16(0)), cy, cx, n, 1),
+                                            3, axis=1, mode="wrap")
+        contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=1,
+                                           mode="wrap")
+    candidates = _line_candidates(np.where(lines, limbs, np.uint16(0)), cy, cx, n, radius, skin)
+    return [[_hull(cy[zi, limb], cx[zi, limb], ANGLE,
+                   *(a[zi * n + limb] for a in (radius, muscle_edge, skin, contact)), candidates.get(zi * n + limb))
+             if size[zi, limb] >= 3 else None
+             for limb in range(1, counts[zi] + 1)] for zi in range(limbs.shape[0])]
+
+
+def centres(held, n):
+    """Per slice and limb (columns 0..n-1): pixel count and mean row and column of held == limb."""
+    size, cy, cx = np.zeros((3, held.shape[0], n))
     for limb in range(1, n):
         mine = held == limb
         rows, columns = np.count_nonzero(mine, axis=2), np.count_nonzero(mine, axis=1)
         size[:, limb] = rows.sum(axis=1)
         cy[:, limb] = rows @ np.arange(rows.shape[1]) / np.maximum(size[:, limb], 1)
         cx[:, limb] = columns @ np.arange(columns.shape[1]) / np.maximum(size[:, limb], 1)
-    radius = ndimage.median_filter(_outermost(held, cy, cx, n), size=(1, OUTLIER_SECTORS), mode="wrap")
-    bone_radius = ndimage.median_filter(_outermost(np.where(bone, limbs, np.uint16(0)), cy, cx, n, depth=None),
-                                        size=(1, OUTLIER_SECTORS), mode="wrap")
-    muscle_edge = radius > bone_radius + 0.5              # the outermost core pixel is muscle, not bone
-    skin = ndimage.maximum_filter1d(_outermost(limbs, cy, cx, n, 1), 3, axis=1, mode="wrap")   # no empty sectors
-    contact = np.zeros(skin.shape, bool)
-    if on_table is not None and on_table.any():
-        touching = ndimage.maximum_filter1d(_outermost(np.where(on_table, limbs, np.uint16(0)), cy, cx, n, 1),
-                                            3, axis=1, mode="wrap")
-        contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=1,
-                                           mode="wrap")
-    candidates = _line_candidates(np.where(lines, limbs, np.uint16(0)), cy, cx, n, radius, skin)
-    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
-    return [[_hull(cy[zi, limb], cx[zi, limb], angle,
-                   *(a[zi * n + limb] for a in (radius, muscle_edge, skin, contact)), candidates.get(zi * n + limb))
-             if size[zi, limb] >= 3 else None
-             for limb in range(1, counts[zi] + 1)] for zi in range(core.shape[0])]
+    return size, cy, cx
 
 
-def _polar(held, cy, cx, n):
+def polar(held, cy, cx, n):
     """For each set pixel: its row key (z * n + limb), 1° sector and distance from its limb's centre."""
     z, y, x = np.nonzero(held)
     key = z * n + held[z, y, x]
@@ -130,7 +107,7 @@ def _polar(held, cy, cx, n):
 def _line_candidates(held, cy, cx, n, radius, skin):
     """Per row key, (sector, distance) of the soft-tissue pixels between the core (+ LINE_GAP) and the skin:
     those that could be the fascia beyond the hull (the skin itself and anything deeper cannot)."""
-    key, sector, r = _polar(held, cy, cx, n)
+    key, sector, r = polar(held, cy, cx, n)
     flat_index = key * SECTORS + sector
     between = (r > radius.ravel()[flat_index] + LINE_GAP) & (r < skin.ravel()[flat_index] - 1)
     key, sector, r = key[between], sector[between], r[between]
@@ -141,10 +118,10 @@ def _line_candidates(held, cy, cx, n, radius, skin):
     return {int(key[a]): (sector[a:b], r[a:b]) for a, b in zip(starts, ends)}
 
 
-def _outermost(held, cy, cx, n, depth=EDGE_DEPTH):
+def outermost(held, cy, cx, n, depth=EDGE_DEPTH):
     """Per slice and limb (rows z * n + limb), the largest distance from the limb's centre of its pixels in
     held, per 1° sector (0 where none); among those near its edge only, unless depth is None (small masks)."""
-    key, sector, r = _polar(held if depth is None else edge_pixels(held, depth) * held, cy, cx, n)
+    key, sector, r = polar(held if depth is None else edge_pixels(held, depth) * held, cy, cx, n)
     radius = np.zeros(cy.size * SECTORS, np.float32)
     np.maximum.at(radius, key * SECTORS + sector, r)
     return radius.reshape(cy.size, SECTORS)
@@ -164,15 +141,10 @@ def edge_pixels(held, depth=EDGE_DEPTH):
 def _hull(cy, cx, angle, radius, muscle_edge, skin, contact, candidates):
     """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost core radius per
     sector (see the module docstring)."""
-    present = radius > 0
-    pts = np.column_stack([cy + radius[present] * np.sin(angle[present]),
-                           cx + radius[present] * np.cos(angle[present])])
-    try:
-        hull = ConvexHull(np.vstack([pts, [[cy, cx]]]))
-    except (QhullError, ValueError):
+    envelope = hull_radius(radius)
+    if envelope is None:
         return None
-    envelope = _polygon_radius(hull.points[hull.vertices] - [cy, cx], angle)
-    kept = present & (envelope <= radius + 1)          # sectors where the core itself is the envelope
+    kept = (radius > 0) & (envelope <= radius + 1)      # sectors where the core itself is the envelope
     if kept.sum() >= 3:
         envelope = np.maximum(envelope, np.interp(angle, angle[kept], radius[kept], period=2 * np.pi))
     sides = kept & muscle_edge                          # where the muscle is the fascia: the SAT depth is known
@@ -184,6 +156,18 @@ def _hull(cy, cx, angle, radius, muscle_edge, skin, contact, candidates):
         envelope = np.where(gap, np.maximum(envelope, reach), envelope)
         envelope = np.where(contact, np.clip(envelope, radius, below_skin), envelope)   # flat skin on the table
     return np.array([cy, cx]), np.column_stack([cy + envelope * np.sin(angle), cx + envelope * np.cos(angle)])
+
+
+def hull_radius(radius):
+    """Radius per sector of the convex hull of the centre and the points at radius (per sector's mid-angle), or
+    None where they span no area."""
+    present = radius > 0
+    points = np.column_stack([radius[present] * np.sin(ANGLE[present]), radius[present] * np.cos(ANGLE[present])])
+    try:
+        hull = ConvexHull(np.vstack([points, [[0.0, 0.0]]]))
+    except (QhullError, ValueError):
+        return None
+    return _polygon_radius(hull.points[hull.vertices], ANGLE)
 
 
 def _first_line(candidates, start):
@@ -226,8 +210,7 @@ def _polygon_radius(vertices, angle):
 def outline_radius(centre, outline):
     """Radius of a closed outline (points y x, star-shaped about centre) at each sector's mid-angle."""
     dy, dx = outline[:, 0] - centre[0], outline[:, 1] - centre[1]
-    angle = (np.arange(SECTORS) + 0.5) * (2 * np.pi / SECTORS) - np.pi
-    return np.interp(angle, np.arctan2(dy, dx), np.hypot(dy, dx), period=2 * np.pi)
+    return np.interp(ANGLE, np.arctan2(dy, dx), np.hypot(dy, dx), period=2 * np.pi)
 
 
 def envelope_profiles(all_hulls, slice_mm, px):
