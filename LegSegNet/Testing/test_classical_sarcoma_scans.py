@@ -1,6 +1,7 @@
-"""Classical engine on what cropped real scans show (found on sarcoma CTs cropped around the tumour, which the
-tests never saw): a bone or a limb cut by the edge of the field of view, and a body part lying against a limb
-with air between them (the genitals beside a thigh). Each case is drawn here from circles with known tissue."""
+"""Classical engine on what real sarcoma CTs cropped around the tumour showed (cases of the IBSI set the tests never
+saw; benchmarks/real_sat_jumps.py): a bone or a limb cut by the edge of the field of view, and a body part lying
+against a limb with air between them (the genitals beside a thigh). Each case is drawn here from circles with
+known tissue."""
 import numpy as np
 import pytest
 
@@ -92,3 +93,4 @@ def test_body_part_beside_a_limb_across_air_is_not_inside_its_fascia():
     assert facing.sum() > 200
     assert (labels[:, facing] == SAT).mean() > 0.9
     assert (labels[:, muscle] == SM).mean() > 0.99
+
