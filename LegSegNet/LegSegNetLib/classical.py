@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from .compartment import envelope_profiles, hulls, inside
-from .limbs import limb_components, split_across_air
+from .limbs import MAX_LIMBS, limb_components, split_across_air
 from .tissues import BY_SHORT
 
 BODY_HU = -500
@@ -122,9 +122,10 @@ def classify_slab(hu, px, out):
     muscle |= mostly_soft & next_to(muscle)             # a blurred cortex edge pixel takes the soft tissue
     fat |= mostly_soft & ~muscle & next_to(fat)         # beside it
     core = muscle_core(muscle, px) | bone
-    limbs, counts, radii = split_across_air(*limb_components(body, core, px), core, body, body & next_to(~body), px)
+    limbs, counts = limb_components(body, core, px)
+    limbs, counts, radii = split_across_air(limbs, counts, core, body, body & next_to(~body), px)
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
-    out[box] = classes | (np.minimum(limbs, 31).astype(np.uint8) << 3)
+    out[box] = classes | (np.minimum(limbs, MAX_LIMBS).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
     on_table = body & ndimage.binary_dilation(table, disk(2))          # skin resting on the table
     envelopes = hulls(radii, bone, muscle & ~core, limbs, counts, on_table)

@@ -77,7 +77,7 @@ def hulls(radii, bone, lines, limbs, counts, on_table=None):
         contact = ndimage.maximum_filter1d((touching > 0) & (touching >= skin - 1), CONTACT_SECTORS, axis=1,
                                            mode="wrap")
     candidates = _line_candidates(np.where(lines, limbs, np.uint16(0)), cy, cx, n, radius, skin)
-    return [[_hull(cy[zi, limb], cx[zi, limb], ANGLE,
+    return [[_hull(cy[zi, limb], cx[zi, limb],
                    *(a[zi * n + limb] for a in (radius, muscle_edge, skin, contact)), candidates.get(zi * n + limb))
              if size[zi, limb] >= 3 else None
              for limb in range(1, counts[zi] + 1)] for zi in range(limbs.shape[0])]
@@ -138,7 +138,7 @@ def edge_pixels(held, depth=EDGE_DEPTH):
     return (held > 0) & ~inner
 
 
-def _hull(cy, cx, angle, radius, muscle_edge, skin, contact, candidates):
+def _hull(cy, cx, radius, muscle_edge, skin, contact, candidates):
     """Envelope outline (SECTORS × 2 points, y x) around centre (cy, cx) from the outermost core radius per
     sector (see the module docstring)."""
     envelope = hull_radius(radius)
@@ -146,16 +146,16 @@ def _hull(cy, cx, angle, radius, muscle_edge, skin, contact, candidates):
         return None
     kept = (radius > 0) & (envelope <= radius + 1)      # sectors where the core itself is the envelope
     if kept.sum() >= 3:
-        envelope = np.maximum(envelope, np.interp(angle, angle[kept], radius[kept], period=2 * np.pi))
+        envelope = np.maximum(envelope, np.interp(ANGLE, ANGLE[kept], radius[kept], period=2 * np.pi))
     sides = kept & muscle_edge                          # where the muscle is the fascia: the SAT depth is known
     if sides.sum() >= 3:
-        sat = np.interp(angle, angle[sides], skin[sides] - radius[sides], period=2 * np.pi)
+        sat = np.interp(ANGLE, ANGLE[sides], skin[sides] - radius[sides], period=2 * np.pi)
         below_skin = np.maximum(skin - sat + SKIN_MARGIN, radius)
         reach = np.minimum(_first_line(candidates, envelope + LINE_GAP) + 1, below_skin)
         gap = ~sides & ~_wide_runs(~sides, MAX_GAP_SECTORS)
         envelope = np.where(gap, np.maximum(envelope, reach), envelope)
         envelope = np.where(contact, np.clip(envelope, radius, below_skin), envelope)   # flat skin on the table
-    return np.array([cy, cx]), np.column_stack([cy + envelope * np.sin(angle), cx + envelope * np.cos(angle)])
+    return np.array([cy, cx]), np.column_stack([cy + envelope * np.sin(ANGLE), cx + envelope * np.cos(ANGLE)])
 
 
 def hull_radius(radius):

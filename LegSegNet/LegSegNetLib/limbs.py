@@ -23,7 +23,7 @@ AIR_DEPTH_MM = 8.0            # skin this deep inside a hull lies between two bo
                               # outline (the ankle) dips less
 MIN_PART_MM2 = 300            # muscle (or a testis) that can stand apart; smaller pieces go with the nearest
 NECK_PX = 3                   # muscle joined by skin touching skin is this thin where the parts meet
-MAX_LIMBS = 31                # limb numbers are kept in 5 bits
+MAX_LIMBS = 31                # limb numbers are kept in 5 bits (classical.py)
 FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
@@ -126,7 +126,7 @@ def _outside(body):
 
 def _parts_apart(core, skin, min_pixels, depth):
     """Part number per pixel of core (one slice; 0 for pieces under min_pixels, which go with the nearest part):
-    its connected pieces, largest first, gathered greedily into parts whose convex hull encloses no skin."""
+    its pieces, largest first, gathered greedily into parts whose convex hull encloses no skin deeper than depth."""
     pieces, count = _pieces(core)
     sizes = np.bincount(pieces.ravel(), minlength=count + 1)
     edge = edge_pixels(pieces[None], 1)[0]
