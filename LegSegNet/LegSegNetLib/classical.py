@@ -32,6 +32,7 @@ from scipy import ndimage
 
 from .compartment import envelope_profiles, hulls, inside
 from .limbs import MAX_LIMBS, limb_components, split_across_air
+from .masks import IN_PLANE, fill_holes, next_to
 from .tissues import BY_SHORT
 
 BODY_HU = -500
@@ -54,10 +55,6 @@ SLAB = 16
 KERNEL_REACH = 2              # pixels: gaussian_filter's radius at sigma 0.5 (truncate 4)
 BOX_MARGIN = 4                # pixels around the body where its tissue is classified
 FAT, MUSCLE, BONE = 1, 2, 4    # tissue classes of the first pass
-
-IN_PLANE = np.zeros((3, 3, 3), bool)
-IN_PLANE[1] = True
-
 
 def disk(radius_px):
     r = max(int(round(radius_px)), 1)
@@ -138,16 +135,6 @@ def label_slab(out, profiles, box):
     within = inside(out >> 3, profiles, offset)
     within |= ((out & 7) == MUSCLE) & next_to(within)          # the envelope's own edge pixels
     out[:] = LABEL_OF[(out & 7) | (within.view(np.uint8) << 3)]
-
-
-def next_to(mask):
-    """Pixels one in-plane 4-neighbour step from a set pixel of mask (or set themselves)."""
-    near = mask.copy()
-    near[:, 1:] |= mask[:, :-1]
-    near[:, :-1] |= mask[:, 1:]
-    near[:, :, 1:] |= mask[:, :, :-1]
-    near[:, :, :-1] |= mask[:, :, 1:]
-    return near
 
 
 def _label_table():
@@ -289,17 +276,6 @@ def remove_small(mask, min_pixels):
             if np.count_nonzero(mine) >= min_pixels:
                 kept[box] |= mine
     return kept
-
-
-def fill_holes(mask):
-    """mask with its holes filled, in-plane: background components (8-connected) off the array's edges, as
-    ndimage.binary_fill_holes with IN_PLANE, by one labelling instead of an iterated dilation."""
-    background, n = ndimage.label(~mask, IN_PLANE)
-    reaches_edge = np.zeros(n + 1, bool)
-    for edge in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
-        reaches_edge[edge] = True
-    reaches_edge[0] = False                            # label 0: the mask itself
-    return ~reaches_edge[background]
 
 
 def muscle_core(muscle, px):

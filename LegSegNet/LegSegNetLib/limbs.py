@@ -15,6 +15,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from .compartment import OUTLIER_SECTORS, SECTORS, core_radii, edge_pixels, hull_radius, polar
+from .masks import fill_holes, next_to
 
 MIN_LEG_SEPARATION_MM = 50
 MIN_GAP_MM = 5.0              # fat between two touching limbs' muscle: two layers of SAT and skin
@@ -79,9 +80,10 @@ def limb_components(body, core, px):
 
 
 def split_across_air(limbs, counts, core, body, next_to_air, px):
-    """limbs, counts and their core_radii, with each limb whose muscle and bone's convex hull encloses skin that
-    borders air (deeper than AIR_DEPTH_MM, in at least OUTLIER_SECTORS sectors seen from its centre) split into
-    parts that enclose none."""
+    """limbs, counts (changed in place) and their core_radii, with each limb whose muscle and bone's convex hull
+    encloses skin that borders air (deeper than AIR_DEPTH_MM, in at least OUTLIER_SECTORS sectors seen from its
+    centre) split into parts that enclose none. next_to_air (any air, cheap) finds the candidates; the parts are
+    judged on the skin beside the air around the body only, not beside gas inside it."""
     radii = core_radii(core, limbs, counts)
     n, depth = radii.n, AIR_DEPTH_MM / px
     air = ndimage.median_filter(innermost(np.where(next_to_air, limbs, np.uint16(0)), radii.cy, radii.cx, n),
@@ -89,7 +91,6 @@ def split_across_air(limbs, counts, core, body, next_to_air, px):
     # the hull is nowhere beyond the outermost core pixel: most limbs need no hull to rule this out
     maybe = np.count_nonzero(air < radii.radius.max(axis=1, keepdims=True) - depth, axis=1) >= OUTLIER_SECTORS
     split = False
-    limbs, counts = limbs.copy(), counts.copy()
     for z, limb in zip(*np.divmod(np.flatnonzero(maybe), n)):
         if not 0 < limb <= counts[z] or radii.size[z, limb] < 3:
             continue
@@ -97,7 +98,7 @@ def split_across_air(limbs, counts, core, body, next_to_air, px):
         if hull is None or np.count_nonzero(air[z * n + limb] < hull - depth) < OUTLIER_SECTORS:
             continue
         mine = limbs[z] == limb
-        skin = mine & ndimage.binary_dilation(_outside(body[z]), FOUR)
+        skin = mine & next_to(~fill_holes(body[z:z + 1]))[0]
         parts = _parts_apart(core[z] & mine, skin, MIN_PART_MM2 / (px * px), depth)
         if parts.max() > 1:
             counts[z] = _assign_to_parts(limbs[z], mine, parts, limb, counts[z])
@@ -112,16 +113,6 @@ def innermost(held, cy, cx, n):
     radius = np.full(cy.size * SECTORS, np.inf, np.float32)
     np.minimum.at(radius, key * SECTORS + sector, r)
     return radius.reshape(cy.size, SECTORS)
-
-
-def _outside(body):
-    """What is not body and reaches the edge of the slice: air around the body, not gas inside it."""
-    air, count = ndimage.label(~body, FOUR)
-    reaches_edge = np.zeros(count + 1, bool)
-    for edge in (air[0], air[-1], air[:, 0], air[:, -1]):
-        reaches_edge[edge] = True
-    reaches_edge[0] = False
-    return reaches_edge[air]
 
 
 def _parts_apart(core, skin, min_pixels, depth):

@@ -67,9 +67,11 @@ def test_fat_plane_across_a_cut_limb_stays_inside(plane_px):
 
 
 def test_touching_legs_cut_by_the_field_of_view_stay_apart():
-    """Two legs that touch skin to skin, both cut above and below: their fat where they meet is SAT."""
-    left, left_muscle = limb((100, 72), radius=60)
-    right, right_muscle = limb((100, 188), radius=60)
+    """Two legs pressed together skin to skin over more than the rows the field of view keeps (so no valley in
+    the body's column profile tells them apart, only the columns without muscle): their fat where they meet is
+    SAT."""
+    left, left_muscle = limb((100, 80), radius=60)
+    right, right_muscle = limb((100, 180), radius=60)
     hu = np.maximum(left, right)
     cut = slice(70, 130)
     labels = segment(hu[cut])
