@@ -119,7 +119,7 @@ def classify_slab(hu, px, out):
     muscle |= mostly_soft & next_to(muscle)             # a blurred cortex edge pixel takes the soft tissue
     fat |= mostly_soft & ~muscle & next_to(fat)         # beside it
     core = muscle_core(muscle, px) | bone
-    limbs, counts = limb_components(body, core, px)
+    limbs, counts = limb_components(body, core, bone, px)
     limbs, counts, radii = split_across_air(limbs, counts, core, body, body & next_to(~body), px)
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
     out[box] = classes | (np.minimum(limbs, MAX_LIMBS).astype(np.uint8) << 3)

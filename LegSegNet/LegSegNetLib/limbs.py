@@ -1,8 +1,10 @@
 """Limbs for the classical engine: which body pixels belong to which limb, per slice.
 
 A limb is a body component. Two legs that touch are cut apart at the valley of the body's column profile and
-across columns that hold no muscle or bone between columns that do (the fat where their skins meet; a narrow
-such run in a limb that the field of view cuts is a fat plane between muscle groups, and is kept).
+across columns that hold no muscle or bone between columns that hold a leg's core (the fat where their skins
+meet). A leg's core holds its bone, or the field of view cuts it; a muscle island inside a fatty region holds
+neither, so the fat beside it stays inside its limb. A narrow run of such columns in a limb that the field of
+view cuts is a fat plane between muscle groups, and does not split it either.
 
 The fascia never encloses air. Where the convex hull of a limb's muscle and bone encloses skin that borders the
 air around the body (deeper than AIR_DEPTH_MM), the limb holds another body part lying against it (the
@@ -15,7 +17,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from .compartment import OUTLIER_SECTORS, SECTORS, core_radii, edge_pixels, hull_radius, polar
-from .masks import fill_holes, next_to
+from .masks import IN_PLANE, fill_holes, next_to
 
 MIN_LEG_SEPARATION_MM = 50
 MIN_GAP_MM = 5.0              # fat between two touching limbs' muscle: two layers of SAT and skin
@@ -26,6 +28,7 @@ MIN_PART_MM2 = 300            # muscle (or a testis) that can stand apart; small
 NECK_PX = 3                   # muscle joined by skin touching skin is this thin where the parts meet
 MAX_LIMBS = 31                # limb numbers are kept in 5 bits (classical.py)
 FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+ROW = np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]])
 
 
 def touching_split(body, px):
@@ -46,29 +49,51 @@ def touching_split(body, px):
     return np.where(touching, valley, -1)
 
 
-def muscle_gaps(core, body, px):
-    """Per slice, columns with body but no muscle or bone between columns that have some: the fat where two
-    limbs touch (within a whole limb, muscle and bone span every column). A run narrower than MIN_GAP_MM whose
-    body the field of view cuts (it reaches the first or last row) does not count: that is a fat plane between
-    muscle groups crossing all that is left of a limb; two skins with their fat are wider, or meet in air."""
+def muscle_gaps(core, bone, body, px):
+    """Per slice, columns with body but no muscle or bone between columns that hold a leg's core (a piece of core
+    with bone in it, or cut by the field of view): the fat where two limbs touch (within a whole limb, muscle and
+    bone span every column). A muscle island in a fatty region is no leg's core: the fat beside it stays in its
+    limb. A run narrower than MIN_GAP_MM whose body the field of view cuts (it reaches the first or last row)
+    does not count: that is a fat plane between muscle groups crossing all that is left of a limb; two skins
+    with their fat are wider, or meet in air."""
     has_core = core.any(axis=1)
-    first = has_core.argmax(axis=1)
-    last = has_core.shape[1] - 1 - has_core[:, ::-1].argmax(axis=1)
-    columns = np.arange(has_core.shape[1])[None]
-    gaps = ~has_core & body.any(axis=1) & (columns > first[:, None]) & (columns < last[:, None])
-    runs, n = ndimage.label(gaps, np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]]))
+    gaps = ~has_core & body.any(axis=1) & _between(has_core)
+    runs, n = ndimage.label(gaps, ROW)
     narrow = np.bincount(runs.ravel(), minlength=n + 1) < MIN_GAP_MM / px
-    return gaps & ~(narrow[runs] & (body[:, 0] | body[:, -1]))
+    gaps &= ~(narrow[runs] & (body[:, 0] | body[:, -1]))
+    some = np.flatnonzero(gaps.any(axis=1))           # few slices: the pieces are labelled there only
+    if some.size:
+        gaps[some] &= _between(leg_cores(core[some], bone[some]).any(axis=1))
+    return gaps
 
 
-def limb_components(body, core, px):
+def leg_cores(core, bone):
+    """The pieces of core (in-plane components) that hold bone or reach the array's edge (the body's box: the
+    field of view cuts them)."""
+    pieces, n = ndimage.label(core, IN_PLANE)
+    keep = np.zeros(n + 1, bool)
+    for held in (pieces[bone], pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
+        keep[held] = True
+    keep[0] = False
+    return keep[pieces]
+
+
+def _between(has):
+    """Per row of has (slices × columns), the columns strictly between its first and last set column."""
+    first = has.argmax(axis=1)
+    last = has.shape[1] - 1 - has[:, ::-1].argmax(axis=1)
+    columns = np.arange(has.shape[1])[None]
+    return (columns > first[:, None]) & (columns < last[:, None])
+
+
+def limb_components(body, core, bone, px):
     """Limb index per pixel (0 = none) numbered from 1 within each slice, and the number of limbs per slice.
     Touching limbs are cut at the valley of the body's column profile and across columns without muscle."""
     cut = body.copy()
     split = touching_split(body, px)
     for z in np.flatnonzero(split >= 0):
         cut[z, :, split[z]] = False
-    cut &= ~muscle_gaps(core, body, px)[:, None, :]
+    cut &= ~muscle_gaps(core, bone, body, px)[:, None, :]
     components, _ = ndimage.label(cut, np.stack([np.zeros_like(FOUR), FOUR, np.zeros_like(FOUR)]))
     # components never span slices and are numbered in scan order, so slice z holds the numbers after the
     # highest number of the slices before it

@@ -80,6 +80,24 @@ def test_touching_legs_cut_by_the_field_of_view_stay_apart():
     assert (labels[:, (left_muscle | right_muscle)[cut]] == SM).mean() > 0.99
 
 
+@pytest.mark.parametrize("rows", [slice(None), slice(0, 130)])
+def test_fat_beside_a_muscle_island_stays_inside(rows):
+    """Fat replaces a muscle group from its fascia (a line over it) to near the bone, with an island of muscle left
+    in it (a fatty mass, atrophied muscle); no column between the island and the other muscle holds muscle, as
+    between two touching legs (once, the limb was split there and the fat was labelled SAT). Also with the limb
+    cut by the field of view, as on the real scan."""
+    hu, muscle = limb((100, 130))
+    add_bone(hu, (100, 150))
+    fatty = disk((100, 130), 53) & (np.arange(SHAPE[1]) < 115)[None]      # the fascia: the two pixels outside
+    island = disk((100, 90), 12)
+    hu[fatty & ~island] = -100
+    labels = segment(hu[rows])
+    beside = fatty & ~island & (np.arange(SHAPE[1]) > 102)[None]    # the columns without muscle
+    assert (labels[:, beside[rows]] == IMAT).mean() > 0.9
+    assert (labels[:, (fatty & ~island)[rows]] == IMAT).mean() > 0.8
+    assert (labels[:, island[rows]] == SM).mean() > 0.95
+
+
 def test_body_part_beside_a_limb_across_air_is_not_inside_its_fascia():
     """A small soft-tissue body part (fat around a core in the muscle window) rests against a thigh, touching its
     skin at one place with air elsewhere: the thigh's fat facing it is still SAT (once, the fascia was drawn
