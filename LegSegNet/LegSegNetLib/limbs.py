@@ -61,7 +61,7 @@ def muscle_gaps(core, bone, body, px):
     runs, n = ndimage.label(gaps, ROW)
     narrow = np.bincount(runs.ravel(), minlength=n + 1) < MIN_GAP_MM / px
     gaps &= ~(narrow[runs] & (body[:, 0] | body[:, -1]))
-    some = np.flatnonzero(gaps.any(axis=1))           # few slices: the pieces are labelled there only
+    some = np.flatnonzero(gaps.any(axis=1))           # the pieces are labelled in slices with a gap only
     if some.size:
         gaps[some] &= _between(leg_cores(core[some], bone[some]).any(axis=1))
     return gaps
@@ -88,7 +88,8 @@ def _between(has):
 
 def limb_components(body, core, bone, px):
     """Limb index per pixel (0 = none) numbered from 1 within each slice, and the number of limbs per slice.
-    Touching limbs are cut at the valley of the body's column profile and across columns without muscle."""
+    Touching limbs are cut at the valley of the body's column profile and across columns without muscle between
+    two legs' cores."""
     cut = body.copy()
     split = touching_split(body, px)
     for z in np.flatnonzero(split >= 0):

@@ -88,7 +88,7 @@ def test_fat_beside_a_muscle_island_stays_inside(rows):
     cut by the field of view, as on the real scan."""
     hu, muscle = limb((100, 130))
     add_bone(hu, (100, 150))
-    fatty = disk((100, 130), 53) & (np.arange(SHAPE[1]) < 115)[None]      # the fascia: the two pixels outside
+    fatty = disk((100, 130), 53) & (np.arange(SHAPE[1]) < 115)[None]      # muscle's outer 2 px: the fascia
     island = disk((100, 90), 12)
     hu[fatty & ~island] = -100
     labels = segment(hu[rows])
