@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from .compartment import envelope_profiles, hulls, inside
 from .limbs import MAX_LIMBS, limb_components, split_across_air
-from .masks import IN_PLANE, fill_holes, next_to
+from .masks import IN_PLANE, array_edges, fill_holes, next_to
 from .tissues import BY_SHORT
 
 BODY_HU = -500
@@ -222,11 +222,10 @@ def edge_caps(mask, max_span):
     than max_span pixels, the edge pixels between them: a cortex ring cut by the field of view, whose marrow
     reaches the edge, is closed there (one component only: the muscle between two bones is not capped)."""
     caps = np.zeros_like(mask)
-    if not (mask[:, 0].any() or mask[:, -1].any() or mask[:, :, 0].any() or mask[:, :, -1].any()):
+    if not any(edge.any() for edge in array_edges(mask)):
         return caps
     components, n = ndimage.label(mask, IN_PLANE)
-    for edge, cap in ((components[:, 0], caps[:, 0]), (components[:, -1], caps[:, -1]),
-                      (components[:, :, 0], caps[:, :, 0]), (components[:, :, -1], caps[:, :, -1])):
+    for edge, cap in zip(array_edges(components), array_edges(caps)):
         z, at = np.nonzero(edge)
         if not z.size:
             continue

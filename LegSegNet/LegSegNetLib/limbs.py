@@ -17,7 +17,7 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from .compartment import OUTLIER_SECTORS, SECTORS, core_radii, edge_pixels, hull_radius, polar
-from .masks import IN_PLANE, fill_holes, next_to
+from .masks import IN_PLANE, array_edges, fill_holes, next_to
 
 MIN_LEG_SEPARATION_MM = 50
 MIN_GAP_MM = 5.0              # fat between two touching limbs' muscle: two layers of SAT and skin
@@ -72,7 +72,7 @@ def leg_cores(core, bone):
     field of view cuts them)."""
     pieces, n = ndimage.label(core, IN_PLANE)
     keep = np.zeros(n + 1, bool)
-    for held in (pieces[bone], pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
+    for held in (pieces[bone],) + array_edges(pieces):
         keep[held] = True
     keep[0] = False
     return keep[pieces]

@@ -21,7 +21,12 @@ def fill_holes(mask):
     ndimage.binary_fill_holes with IN_PLANE, by one labelling instead of an iterated dilation."""
     background, n = ndimage.label(~mask, IN_PLANE)
     reaches_edge = np.zeros(n + 1, bool)
-    for edge in (background[:, 0], background[:, -1], background[:, :, 0], background[:, :, -1]):
+    for edge in array_edges(background):
         reaches_edge[edge] = True
     reaches_edge[0] = False                            # label 0: the mask itself
     return ~reaches_edge[background]
+
+
+def array_edges(array):
+    """The four in-plane edges of a (z, y, x) array, as views: first and last row, first and last column."""
+    return array[:, 0], array[:, -1], array[:, :, 0], array[:, :, -1]
