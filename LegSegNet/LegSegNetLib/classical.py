@@ -124,7 +124,7 @@ def classify_slab(hu, px, out):
     classes = np.where(bone, np.uint8(BONE), (fat * FAT + muscle * MUSCLE).astype(np.uint8))
     out[box] = classes | (np.minimum(limbs, MAX_LIMBS).astype(np.uint8) << 3)
     offset = np.array([box[1].start, box[2].start], float)
-    on_table = body & ndimage.binary_dilation(table, disk(2))          # skin resting on the table
+    on_table = resting_on(table, body)
     envelopes = hulls(radii, bone, muscle & ~core, limbs, counts, on_table)
     return box, [[None if e is None else (e[0] + offset, e[1] + offset) for e in s] for s in envelopes]
 
@@ -169,6 +169,15 @@ def table_mask(dense, px):
     upper[~exposed & np.isfinite(upper)] -= TABLE_MARGIN_MM / px   # under a limb: cut a margin into its skin
     rows = np.arange(dense.shape[1])[None, :, None]
     return dense & (rows >= upper[:, None] - 0.5) & (rows <= lower[:, None] + 0.5)
+
+
+def resting_on(table, body):
+    """Body pixels within 2 pixels of the table (the skin resting on it), found in the box around the table."""
+    on_table = np.zeros_like(body)
+    near = _bbox(table, margin=2)
+    if near is not None:
+        on_table[near] = body[near] & ndimage.binary_dilation(table[near], disk(2))
+    return on_table
 
 
 def run_lengths(mask, axis):
