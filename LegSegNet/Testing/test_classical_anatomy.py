@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from LegSegNetLib.classical import ClassicalEngine
-from LegSegNetLib.compartment import interquartile_mean
+from LegSegNetLib.compartment import ANGLE, envelope_profiles, interquartile_mean
 from LegSegNetLib.phantom import make_phantom
 from LegSegNetLib.tissues import BY_SHORT
 from LegSegNetLib.volumes import AxialView, read_ct
@@ -96,3 +96,15 @@ def test_interquartile_mean_along_z():
     step = [interquartile_mean(np.array([[v] for v in window]))[0]
             for window in ([0, 0, 0, 0, 1], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [0, 1, 1, 1, 1])]
     assert step == pytest.approx([0, 1 / 3, 2 / 3, 1])
+
+
+def test_two_merged_slices_weigh_little_along_z():
+    """Where a body part merges into a limb for two slices (the genitals skin to skin with a thigh, as at STS_038's
+    groin), their envelopes are half as large again. At 3.27 mm slices, ±10 mm holds 7 slices, whose quarters
+    at each end are dropped: the slices around them move by a tenth (±7 mm, 5 slices: by a sixth)."""
+    def circle(radius):
+        centre = np.array([100.0, 100.0])
+        return [(centre, np.column_stack([centre[0] + radius * np.sin(ANGLE), centre[1] + radius * np.cos(ANGLE)]))]
+    hulls = [circle(60.0 if z in (7, 8) else 40.0) for z in range(16)]
+    radii = [profile[0][1].mean() for profile in envelope_profiles(hulls, 3.27, 1.0)]
+    assert max(radii) == pytest.approx(44.0, abs=0.1), radii
