@@ -100,8 +100,8 @@ def test_interquartile_mean_along_z():
 
 def test_two_merged_slices_weigh_little_along_z():
     """Where a body part merges into a limb for two slices (the genitals skin to skin with a thigh, as at STS_038's
-    groin), their envelopes are half as large again. At 3.27 mm slices, ±10 mm holds 7 slices, whose quarters
-    at each end are dropped: the slices around them move by a tenth (±7 mm, 5 slices: by a sixth)."""
+    groin), their envelopes are half as large again. At 3.27 mm slices ±10 mm holds 7 slices, the highest and the
+    lowest dropped: no slice's envelope, theirs included, grows by more than a tenth (±7 mm, 5 slices: a sixth)."""
     def circle(radius):
         centre = np.array([100.0, 100.0])
         return [(centre, np.column_stack([centre[0] + radius * np.sin(ANGLE), centre[1] + radius * np.cos(ANGLE)]))]
