@@ -10,6 +10,8 @@ Keyword options make harder phantoms (all off by default, so the default phantom
                  fatty region inside a muscle group, and fat between two muscle groups open to the SAT
                  (no fascia) in one spot; their masks are returned in Phantom.features
   table_contact  the legs rest on a dense table with no air gap (their backs flattened against it)
+  septa=False    no fat septa between the muscle groups (the same draw otherwise): IMAT is only fat blobs inside
+                 the muscle, where a per-slice reference that fills the holes in the muscle does well
 """
 from dataclasses import dataclass
 
@@ -36,7 +38,7 @@ class Phantom:
 
 def make_phantom(seed=0, shape=(32, 224, 288), spacing=(5.0, 1.25, 1.25), noise=15.0, blur=0.6,
                  direction=RAS_FLIPPED, touching=False, left_sat_scale=1.0, slab=16,
-                 vary=False, anatomy=False, table_contact=False):
+                 vary=False, anatomy=False, table_contact=False, septa=True):
     """shape and spacing are canonical (z: inferior→superior, y: anterior→posterior, x: right→left).
 
     left_sat_scale thickens the left leg's SAT so tests can tell the legs apart.
@@ -51,6 +53,9 @@ def make_phantom(seed=0, shape=(32, 224, 288), spacing=(5.0, 1.25, 1.25), noise=
     scale = fov_x / 360.0                     # the default field of view holds two thighs
     legs = [_leg(rng, side, nz, sz, scale, touching, left_sat_scale if side == "left" else 1.0, fov_x, ny * sy,
                  draw, anatomy) for side in ("right", "left")]
+    if not septa:                              # drawn and dropped, so the rest of the draw stays the same
+        for leg in legs:
+            leg["septa"] = leg["septum_width"] = np.zeros(0)
     table_y = ny * sy * 0.5 + 95 * scale       # posterior to both legs, below the widest thigh
     if table_contact:                          # table top where the knees' backs are: the thighs flatten on it
         table_y = ny * sy * 0.5 + 48 * scale
