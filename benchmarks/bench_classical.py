@@ -80,7 +80,8 @@ def hard_draws(seeds, septa=True):
         print("hard draws (vary, anatomy; Dice SAT/SM/IMAT/Bone; the share of each deep-fat feature's IMAT voxels "
               "labelled IMAT):")
     else:
-        print("draws without septa (vary, no anatomy: IMAT only as fat blobs inside the muscle; Dice SAT/SM/IMAT/Bone):")
+        print("draws without septa (vary, no anatomy: IMAT only as fat blobs inside the muscle; "
+              "Dice SAT/SM/IMAT/Bone):")
     means, below = [], 0
     for seed in seeds:
         options = dict(seed=seed, vary=True, anatomy=septa, table_contact=seed % 2 == 0, touching=seed % 3 == 0,
